@@ -1,0 +1,3 @@
+"""attent-jax: Nonparametric Teaching of Attention Learners (AtteNT) in JAX/Flax."""
+
+__version__ = "0.1.0"
