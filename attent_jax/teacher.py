@@ -1,0 +1,428 @@
+"""The AtteNT teacher: which examples each epoch trains on (§4.3 Algorithm 1, §5, Appendix C).
+
+The teacher keeps a score table (one loss per example), refreshed for free by the
+per-example losses of the training forward passes and, where the schedule says
+so, by a full scoring pass. Each epoch it hands the training loop a fixed-length
+permutation of all N examples whose first ``n_active`` entries are the ones to
+train on, plus per-example loss weights. Selection runs on device and is
+jittable; the schedule (which epoch selects, how many, whether to re-score) is
+host-side Python, so the loop needs no device→host sync to know its shapes.
+
+Regimes (every regime trains epoch 0 on all data, which fills the score table
+from that epoch's training losses):
+
+- ``finetune`` (Appendix C, LLMs): epoch 0 on all data, recording each
+  example's loss; at epoch 1 select round(r·N) examples from those losses
+  (the paper: the top 70%) and train on that same subset, reshuffled, for every
+  later epoch. Never asks for a scoring pass.
+- ``scratch`` (Appendix C, ViT pre-training): after epoch 0, training runs in
+  cycles. A cycle starting at epoch e (progress p = e / (E − 1)) selects
+  round(r(p)·N) examples, trains ``k(p)`` epochs on that subset (reshuffled each
+  epoch, k from the interval schedule, cut short by the end of training), then
+  ``full_epochs_per_cycle`` epochs on all data (0 by default: the paper's stages
+  train on the selected subset only). A cycle asks for a full scoring pass before
+  its selection unless the epoch just before trained on all data, whose training
+  losses already refreshed every score (so the first cycle, right after epoch 0,
+  and every cycle when ``full_epochs_per_cycle >= 1``, score for free).
+- ``every_epoch`` (Algorithm 1, plain greedy): a fresh selection every epoch
+  from epoch 1 on; with ``greedy_full_scoring`` (default, as Algorithm 1
+  evaluates every discrepancy each iteration) a scoring pass precedes each
+  selection from epoch 2 on; without it the table is refreshed only by training,
+  so unselected examples keep stale scores.
+- ``infobatch`` (Qin et al., 2024): each epoch, among the examples whose score is
+  below the mean score (of the examples seen so far), prune each with
+  probability ``infobatch_prune_ratio`` = q; kept below-mean examples get loss
+  weight 1/(1 − q), all others 1, so E[Σ_active w_i ∇ℓ_i] = Σ_all ∇ℓ_i. The
+  last ``infobatch_anneal`` share of epochs (epoch ≥ (1 − anneal)·E) train on
+  all data with weight 1. Its ``n_active`` depends on the scores, so this is the
+  one regime where `plan_epoch` fetches a device value: one int32 per epoch, by
+  an explicit `jax.device_get` (allowed under ``jax.transfer_guard("disallow")``).
+- ``full``: all data every epoch (the "w/o AtteNT" baseline).
+
+Baselines on the same budget: the ``random`` and ``class_weight`` selectors in
+the ``scratch``/``finetune`` regimes give the same ``n_active`` sequence as
+``hard``/``soft`` (it depends only on the schedule).
+
+The score table starts at +inf with ``seen_N`` False: an unseen example outranks
+every seen one for ``hard``/``soft`` (so it is tried before being skipped) and
+is never pruned by InfoBatch. Since epoch 0 trains on all data, this matters only
+when a loop skips updates.
+
+Randomness: epoch e uses ``fold_in(state.key, e)``, so an epoch's plan depends
+only on the seed, the epoch and the score table: a resumed run continues the
+same stream.
+
+Example (a loop of your own; here the "losses" are made up):
+    >>> import jax, jax.numpy as jnp
+    >>> from attent_jax.teacher import Teacher, TeacherConfig
+    >>> N, E = 10, 4
+    >>> teacher = Teacher(TeacherConfig(regime="finetune", selector="hard", ratio_schedule="fixed",
+    ...                                 ratio=0.7), num_examples=N)
+    >>> state = teacher.init(jax.random.key(0))
+    >>> n_seen = []
+    >>> for epoch in range(E):
+    ...     state, idx_N, w_N, n = teacher.plan_epoch(state, epoch, E)
+    ...     for batch_idx in jnp.split(idx_N[:n], [n // 2]):      # two "steps"
+    ...         losses = batch_idx.astype(jnp.float32)           # per-example losses of the step
+    ...         state = teacher.update(state, batch_idx, losses)
+    ...     n_seen.append(n)
+    >>> n_seen
+    [10, 7, 7, 7]
+    >>> sorted(idx_N[:n].tolist())  # the 7 largest "losses"
+    [3, 4, 5, 6, 7, 8, 9]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from attent_jax import schedules, selection
+from attent_jax.validate import check_array, check_same_leading
+
+REGIMES = ("finetune", "scratch", "every_epoch", "infobatch", "full")
+EPOCH_KINDS = ("full", "select", "reuse", "infobatch")
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherConfig:
+    regime: str = "scratch"              # one of REGIMES (see the module docstring)
+    selector: str = "soft"               # hard | soft | random | class_weight (attent_jax.selection)
+    temperature: float = 1.0             # soft: draws ∝ exp(loss / temperature); losses' scale matters
+    normalize_scores: bool = False       # soft: standardize losses ((s − mean) / std) first (off = the paper)
+    ratio_schedule: str = "incremental"  # fixed | incremental | cosine: r(p), share of data per selected epoch
+    ratio: float = 0.7                   # r for "fixed" (Appendix C fine-tuning keeps the top 70%)
+    ratio_start: float = 0.2             # r(0) for incremental/cosine (Appendix C: 20% → 80%)
+    ratio_end: float = 0.8               # r(1) for incremental/cosine
+    interval_schedule: str = "incremental"  # fixed | incremental: epochs between re-selections (scratch)
+    interval: int = 2                    # k for "fixed": re-select every `interval` epochs
+    interval_min: int = 1                # k(0) for "incremental" (Table 3: a growing interval saves time)
+    interval_max: int = 10               # k(1) for "incremental"
+    full_epochs_per_cycle: int = 0       # scratch: all-data epochs closing each cycle (0 = selected only)
+    greedy_full_scoring: bool = True     # every_epoch: re-score all before each selection (Algorithm 1)
+    infobatch_prune_ratio: float = 0.5   # InfoBatch r: share of below-mean examples pruned per epoch
+    infobatch_anneal: float = 0.125      # InfoBatch δ: the last share of epochs trains on all data
+    seed: int = 0                        # PRNG seed used by Teacher.init() when no key is given
+
+    def __post_init__(self):
+        def one_of(name, allowed):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: got {getattr(self, name)!r}, expected one of {allowed}")
+
+        def number(name, lo, hi, lo_open, hi_open):
+            v = getattr(self, name)
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            ok = ok and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+            if not ok:
+                rng = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+                raise ValueError(f"{name}: got {v!r}, expected a number in {rng}")
+
+        def integer(name, lo):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise ValueError(f"{name}: got {v!r}, expected an int >= {lo}")
+
+        one_of("regime", REGIMES)
+        one_of("selector", selection.SELECTORS)
+        one_of("ratio_schedule", schedules.RATIO_SCHEDULES)
+        one_of("interval_schedule", schedules.INTERVAL_SCHEDULES)
+        number("temperature", 0.0, math.inf, True, True)
+        for name in ("ratio", "ratio_start", "ratio_end"):
+            number(name, 0.0, 1.0, True, False)
+        for name in ("interval", "interval_min", "interval_max"):
+            integer(name, 1)
+        if self.interval_max < self.interval_min:
+            raise ValueError(f"interval_max: got {self.interval_max!r}, expected >= interval_min ({self.interval_min})")
+        integer("full_epochs_per_cycle", 0)
+        number("infobatch_prune_ratio", 0.0, 1.0, False, True)
+        number("infobatch_anneal", 0.0, 1.0, False, False)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ValueError(f"seed: got {self.seed!r}, expected an int")
+
+    @classmethod
+    def paper_finetune(cls, **overrides) -> "TeacherConfig":
+        """Appendix C, LLM fine-tuning: all data in epoch 1, then the top 70% by loss."""
+        return cls(**{"regime": "finetune", "selector": "hard", "ratio_schedule": "fixed", "ratio": 0.7, **overrides})
+
+    @classmethod
+    def paper_scratch(cls, **overrides) -> "TeacherConfig":
+        """Appendix C / Table 2, training from scratch: Soft, ratio 20% → 80%, growing interval."""
+        return cls(**{"regime": "scratch", "selector": "soft", "ratio_schedule": "incremental",
+                      "interval_schedule": "incremental", **overrides})
+
+
+@struct.dataclass
+class TeacherState:
+    """The teacher's device state: a pytree of arrays (checkpoint with Orbax, shard along N).
+
+    scores_N: float32 latest loss of each example; +inf until first seen.
+    seen_N: bool, whether the example's score has been written.
+    selected_N: bool, the current selected subset (held across a scratch cycle).
+    weights_N: float32 per-example loss weights of the latest planned epoch.
+    epoch: int32 scalar, the number of the next epoch to plan (schedule position).
+    key: uint32 raw PRNG key data (`jax.random.key_data`), the run's base key;
+        stored raw so any checkpointer saves it as a plain array.
+    key_impl: the PRNG implementation's name (static, not an array), to re-wrap `key`.
+    """
+    scores_N: jax.Array
+    seen_N: jax.Array
+    selected_N: jax.Array
+    weights_N: jax.Array
+    epoch: jax.Array
+    key: jax.Array
+    key_impl: str = struct.field(pytree_node=False, default="threefry2x32")
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochPlan:
+    """Host-side description of one epoch of the schedule."""
+    epoch: int
+    kind: str                  # full | select (new subset) | reuse (the cycle's subset) | infobatch
+    n_active: int | None       # examples trained on; None for infobatch (decided on device)
+    ratio: float | None        # r(p) behind n_active for select/reuse epochs
+    needs_full_scoring: bool   # run a scoring pass over all N examples before plan_epoch
+
+
+# ---------------------------------------------------------------------------- device kernels
+
+def _epoch_keys(state: TeacherState, epoch):
+    key = jax.random.wrap_key_data(state.key, impl=state.key_impl)
+    return jax.random.split(jax.random.fold_in(key, epoch))
+
+
+def _active_first(key, active_N):
+    """A random permutation of 0..N-1 with the active examples first, each group shuffled."""
+    perm_N = jax.random.permutation(key, active_N.shape[0]).astype(jnp.int32)
+    return perm_N[jnp.argsort(jnp.logical_not(active_N[perm_N]).astype(jnp.int32), stable=True)]
+
+
+_MODES = {"full": 0, "reuse": 1, "select": 2}
+
+
+@functools.partial(jax.jit, static_argnames=("selector", "temperature", "normalize"))
+def _plan(state: TeacherState, epoch, mode, n, log_weights_N, *, selector, temperature, normalize):
+    """One kernel for full, reuse and select epochs (`mode`, traced), so a run compiles it once.
+
+    Select ranks all examples by the selector's priority with a full argsort and
+    keeps the first `n` (traced, so a changing ratio never recompiles); the
+    public selectors take top_k of the same priority. Full and reuse epochs
+    compute the ranking too and discard it: an O(N log N) sort per epoch.
+    """
+    k_sel, k_shuf = _epoch_keys(state, epoch)
+    pri_N = selection.priority(selector, k_sel, state.scores_N, temperature=temperature,
+                               normalize=normalize, log_weights_N=log_weights_N)
+    order_N = jnp.argsort(-pri_N, stable=True)
+    rank_N = jnp.zeros_like(order_N).at[order_N].set(jnp.arange(order_N.shape[0], dtype=order_N.dtype))
+    selected_N = jnp.where(mode == _MODES["select"], rank_N < n, state.selected_N)
+    active_N = selected_N | (mode == _MODES["full"])
+    new = state.replace(selected_N=selected_N, weights_N=jnp.ones_like(state.weights_N), epoch=epoch + 1)
+    return new, _active_first(k_shuf, active_N)
+
+
+@functools.partial(jax.jit, static_argnames=("prune_ratio",))
+def _plan_infobatch(state: TeacherState, epoch, *, prune_ratio):
+    k_prune, k_shuf = _epoch_keys(state, epoch)
+    seen_N = state.seen_N
+    mean = jnp.sum(jnp.where(seen_N, state.scores_N, 0.0)) / jnp.maximum(jnp.sum(seen_N), 1)
+    below_N = seen_N & (state.scores_N < mean)
+    pruned_N = below_N & (jax.random.uniform(k_prune, below_N.shape) < prune_ratio)
+    keep_N = jnp.logical_not(pruned_N)
+    weights_N = jnp.where(below_N & keep_N, 1.0 / (1.0 - prune_ratio), 1.0).astype(state.weights_N.dtype)
+    new = state.replace(selected_N=keep_N, weights_N=weights_N, epoch=epoch + 1)
+    return new, _active_first(k_shuf, keep_N), jnp.sum(keep_N, dtype=jnp.int32)
+
+
+@jax.jit
+def _update(state: TeacherState, idx_B, losses_B, valid_B):
+    n = state.scores_N.shape[0]
+    idx_B = idx_B.astype(jnp.int32)
+    if valid_B is not None:
+        idx_B = jnp.where(valid_B, idx_B, n)   # out of range: dropped by the scatter
+    return state.replace(
+        scores_N=state.scores_N.at[idx_B].set(losses_B.astype(state.scores_N.dtype), mode="drop"),
+        seen_N=state.seen_N.at[idx_B].set(True, mode="drop"))
+
+
+def _device_int(x: int):
+    # Explicit transfer: an implicit one (a Python int as a jit argument) fails under transfer_guard.
+    return jax.device_put(np.int32(x))
+
+
+# ---------------------------------------------------------------------------- the teacher
+
+class Teacher:
+    """The AtteNT teacher for a dataset of `num_examples` examples.
+
+    Args:
+        config: the `TeacherConfig`.
+        num_examples: N, the dataset size.
+        labels: ``(N,)`` int class ids, required by the ``class_weight`` selector.
+
+    Three calls drive a training loop (see the module docstring for a runnable one):
+    ``state = teacher.init(key)``; per epoch
+    ``state, idx_N, w_N, n = teacher.plan_epoch(state, epoch, num_epochs)`` and
+    train on ``idx_N[:n]`` with per-example loss weights ``w_N[batch_idx]``;
+    after each step ``state = teacher.update(state, batch_idx, per_example_losses)``.
+    Before `plan_epoch`, run a forward pass over all N examples feeding `update`
+    whenever ``teacher.needs_full_scoring(epoch, num_epochs)``.
+    """
+
+    def __init__(self, config: TeacherConfig, num_examples: int, labels=None):
+        if not isinstance(config, TeacherConfig):
+            raise ValueError(f"config: got {type(config).__name__}, expected a TeacherConfig")
+        if not isinstance(num_examples, int) or isinstance(num_examples, bool) or num_examples < 1:
+            raise ValueError(f"num_examples: got {num_examples!r}, expected an int >= 1")
+        self.config = config
+        self.num_examples = num_examples
+        self._log_weights_N = None
+        if config.selector == "class_weight" and config.regime in ("finetune", "scratch", "every_epoch"):
+            if labels is None:
+                raise ValueError("labels: got None, expected (N,) int class ids for the class_weight selector")
+        if labels is not None:
+            labels_N = np.asarray(labels)
+            if labels_N.shape != (num_examples,) or not np.issubdtype(labels_N.dtype, np.integer):
+                raise ValueError(f"labels: got {labels_N.dtype} array of shape {labels_N.shape}, "
+                                 f"expected int class ids of shape ({num_examples},)")
+            if labels_N.min() < 0:
+                raise ValueError(f"labels: got a negative class id {int(labels_N.min())}, expected ids >= 0")
+            self._log_weights_N = selection.class_log_weights(jnp.asarray(labels_N), int(labels_N.max()) + 1)
+        self._schedules: dict[int, tuple[EpochPlan, ...]] = {}
+
+    def init(self, key=None) -> TeacherState:
+        """A fresh state: every score +inf (unseen), all weights 1, epoch 0.
+
+        ``key`` is a typed `jax.random.key` of any implementation (or a legacy
+        uint32 threefry key); None uses ``jax.random.key(config.seed)``.
+        """
+        if key is None:
+            key = jax.random.key(self.config.seed)
+        if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+            key = jax.random.wrap_key_data(key)
+        n = self.num_examples
+        return TeacherState(
+            scores_N=jnp.full((n,), jnp.inf, jnp.float32),
+            seen_N=jnp.zeros((n,), bool),
+            selected_N=jnp.ones((n,), bool),
+            weights_N=jnp.ones((n,), jnp.float32),
+            epoch=jnp.zeros((), jnp.int32),
+            key=jax.random.key_data(key),
+            key_impl=str(jax.random.key_impl(key)))
+
+    # -- host-side schedule
+
+    def schedule(self, num_epochs: int) -> tuple[EpochPlan, ...]:
+        """Every epoch's plan for a run of `num_epochs` epochs (host-side, cached)."""
+        schedules.progress(0, num_epochs)   # validates num_epochs
+        if num_epochs not in self._schedules:
+            self._schedules[num_epochs] = tuple(self._build_schedule(num_epochs))
+        return self._schedules[num_epochs]
+
+    def _build_schedule(self, num_epochs: int) -> list[EpochPlan]:
+        cfg, n_all = self.config, self.num_examples
+        plans = [EpochPlan(0, "full", n_all, None, False)]
+
+        def ratio(e):
+            return schedules.ratio_at(cfg.ratio_schedule, schedules.progress(e, num_epochs), ratio=cfg.ratio,
+                                      start=cfg.ratio_start, end=cfg.ratio_end)
+
+        def add_select(e, rescore):
+            r = ratio(e)
+            plans.append(EpochPlan(e, "select", schedules.num_selected(r, n_all), r,
+                                   rescore and plans[-1].kind != "full"))
+            return plans[-1]
+
+        if cfg.regime == "full":
+            plans += [EpochPlan(e, "full", n_all, None, False) for e in range(1, num_epochs)]
+        elif cfg.regime == "finetune":
+            if num_epochs > 1:
+                first = add_select(1, True)
+                plans += [EpochPlan(e, "reuse", first.n_active, first.ratio, False) for e in range(2, num_epochs)]
+        elif cfg.regime == "every_epoch":
+            for e in range(1, num_epochs):
+                add_select(e, cfg.greedy_full_scoring)
+        elif cfg.regime == "scratch":
+            e = 1
+            while e < num_epochs:
+                k = schedules.interval_at(cfg.interval_schedule, schedules.progress(e, num_epochs),
+                                          interval=cfg.interval, interval_min=cfg.interval_min,
+                                          interval_max=cfg.interval_max)
+                first = add_select(e, True)
+                plans += [EpochPlan(j, "reuse", first.n_active, first.ratio, False)
+                          for j in range(e + 1, min(e + k, num_epochs))]
+                e = min(e + k, num_epochs)
+                plans += [EpochPlan(j, "full", n_all, None, False)
+                          for j in range(e, min(e + cfg.full_epochs_per_cycle, num_epochs))]
+                e = min(e + cfg.full_epochs_per_cycle, num_epochs)
+        else:  # infobatch
+            for e in range(1, num_epochs):
+                prune = e < (1.0 - cfg.infobatch_anneal) * num_epochs
+                plans.append(EpochPlan(e, "infobatch", None, None, False) if prune
+                             else EpochPlan(e, "full", n_all, None, False))
+        return plans
+
+    def needs_full_scoring(self, epoch: int, num_epochs: int) -> bool:
+        """Whether to score all N examples (feeding `update`) before ``plan_epoch(state, epoch, ...)``.
+
+        Host-side, from the schedule alone: no device sync.
+        """
+        schedules.progress(epoch, num_epochs)
+        return self.schedule(num_epochs)[epoch].needs_full_scoring
+
+    # -- device work
+
+    def plan_epoch(self, state: TeacherState, epoch: int, num_epochs: int):
+        """Plan epoch `epoch` of `num_epochs`: which examples to train on, in what order, with what weight.
+
+        Returns:
+            state: the new teacher state (selection, weights and epoch updated).
+            indices_N: int32 ``(N,)``, a permutation of all examples whose first
+                ``n_active`` entries are this epoch's training examples, shuffled
+                (the rest follow in random order). Slice ``indices_N[:n_active]``
+                to keep static shapes; under ``jax.transfer_guard("disallow")``
+                slice inside jit, as even an eager slice moves its bounds to device.
+            weights_N: float32 ``(N,)``, the loss weight of each example, indexed by
+                example id (``weights_N[batch_idx]``): 1 except InfoBatch's
+                1/(1 − r) on kept below-mean examples.
+            n_active: Python int, from the schedule (no device sync), except for
+                InfoBatch pruning epochs (one explicit int32 fetch).
+        """
+        plan = self._plan(epoch, num_epochs)
+        e = _device_int(epoch)
+        if plan.kind == "infobatch":
+            state, idx_N, n_keep = _plan_infobatch(state, e, prune_ratio=float(self.config.infobatch_prune_ratio))
+            n_active = int(jax.device_get(n_keep))
+        else:
+            cfg = self.config
+            state, idx_N = _plan(state, e, _device_int(_MODES[plan.kind]), _device_int(plan.n_active),
+                                 self._log_weights_N, selector=cfg.selector, temperature=float(cfg.temperature),
+                                 normalize=cfg.normalize_scores)
+            n_active = plan.n_active
+        return state, idx_N, state.weights_N, n_active
+
+    def _plan(self, epoch: int, num_epochs: int) -> EpochPlan:
+        schedules.progress(epoch, num_epochs)   # validates both
+        return self.schedule(num_epochs)[epoch]
+
+    def update(self, state: TeacherState, idx_B, losses_B, valid_B=None) -> TeacherState:
+        """Write per-example losses into the score table: ``scores_N[idx_B] = losses_B`` (jittable).
+
+        Feed it the per-example (unweighted) losses of each training step's own
+        forward pass, and of the full scoring pass when one is asked for.
+        ``valid_B`` (bool, optional) masks out padding rows of a batch. Any
+        jit-compatible loop can call it inside its own jitted step.
+        """
+        check_array("idx_B", idx_B, rank=1, finite=False)
+        check_array("losses_B", losses_B, rank=1, finite=False)
+        check_same_leading("idx_B", idx_B, "losses_B", losses_B)
+        if not jnp.issubdtype(idx_B.dtype, jnp.integer):
+            raise ValueError(f"idx_B: got dtype {idx_B.dtype}, expected integer example indices")
+        if valid_B is not None:
+            check_array("valid_B", valid_B, rank=1, finite=False)
+            check_same_leading("idx_B", idx_B, "valid_B", valid_B)
+        return _update(state, idx_B, losses_B, valid_B)
