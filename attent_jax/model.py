@@ -199,3 +199,12 @@ def learner_fn(config: LearnerConfig):
         return jax.vmap(fn)(s, t)
 
     return f
+
+
+def _register():
+    # The transformer registry builds models by name; the single-layer learner joins it here.
+    from attent_jax.transformer import register_model
+    register_model("attention", LearnerConfig, AttentionLearner)
+
+
+_register()
