@@ -1,0 +1,845 @@
+"""Sharded training with AtteNT data selection: ``train_and_evaluate(config, workdir) -> dict``.
+
+The loop of the paper's experiments (§5, Appendix C) around the greedy teacher
+of §4.3 / Algorithm 1 (`attent_jax.teacher`): each epoch the teacher plans which
+examples to train on (from its per-example score table), every training step
+writes the per-example losses of its own forward pass back into that table (so
+scores come for free), and a full scoring pass runs only when the teacher's
+schedule asks for one (``teacher.needs_full_scoring``).
+
+Sections: mesh · tasks and stages · state and shardings · the trainer (jitted
+functions, the loop) · the session's bookkeeping and logs.
+
+Parallelism: one `Mesh` with a single "data" axis over all devices (of all
+hosts). The batch, the scoring pass and the evaluation are split over "data";
+params and optimizer state are replicated, or with ``fsdp`` their big arrays
+are split along their largest axis that the device count divides. Every jitted
+function has explicit in/out shardings, the train step donates the state, and
+the per-step loop runs under ``jax.transfer_guard("disallow")``: batches are
+gathered on device from the device-resident dataset with the epoch's index
+array, and metrics leave the device only by an explicit ``jax.device_get``
+every ``log_every`` steps. (The teacher's once-per-epoch planning may also
+copy its small per-epoch scalars between devices.)
+
+Static shapes: the batch size is fixed, so an epoch of ``n_active`` selected
+examples runs ⌊n_active / batch_size⌋ steps and its last partial batch is
+dropped (the dropped examples differ between epochs: the order is reshuffled).
+
+Resumption: the whole state — params, optimizer state, teacher state (score
+table, selection, schedule position), the epoch's data order, RNG key and the
+step/epoch/position clock — is one pytree saved by `attent_jax.checkpoint`
+every ``checkpoint_every`` steps and at each epoch end. A run started again in
+the same folder resumes from its newest intact checkpoint, and on the same
+device count ends with bitwise the same parameters as an uninterrupted run.
+
+Example:
+    >>> from attent_jax.train import train_and_evaluate
+    >>> from attent_jax.train_config import TrainConfig
+    >>> result = train_and_evaluate(TrainConfig(task="teach", quick=True, epochs=2, batch_size=16,
+    ...                                         progress_bar=False), "/tmp/attent_doc_run")  # doctest: +SKIP
+    >>> sorted(result)[:3]  # doctest: +SKIP
+    ['epochs', 'eval_loss', 'examples_per_s']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from attent_jax import data as data_lib
+from attent_jax import tasks as tasks_lib
+from attent_jax.checkpoint import Checkpointer, abstract_like
+from attent_jax.model import AttentionLearner, LearnerConfig
+from attent_jax.teacher import Teacher, TeacherConfig
+from attent_jax.train_config import TrainConfig
+from attent_jax.transformer import (DecoderConfig, EncoderConfig, classification_correct, classification_losses,
+                                    greedy_decode, lm_accuracy, lm_losses, make_model)
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+RESULTS_FILE = "results.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/Inf loss or parameters; the run stopped, its last checkpoint is good."""
+
+
+# =========================================================================== mesh
+
+# Environment variables that say "this process is one of several": only then is
+# jax.distributed.initialize() called (it auto-detects the rest from them).
+_CLUSTER_ENV = {"JAX_COORDINATOR_ADDRESS": None, "SLURM_NTASKS": int, "OMPI_COMM_WORLD_SIZE": int,
+                "MEGASCALE_NUM_SLICES": int, "TPU_WORKER_HOSTNAMES": lambda v: len(v.split(","))}
+_distributed_done = False
+
+
+def initialize_distributed() -> bool:
+    """Call `jax.distributed.initialize()` when cluster variables announce several processes.
+
+    Must run before JAX touches a device. Returns whether it initialized.
+    A single-process run (no such variable, or a count of 1) is left alone.
+    """
+    global _distributed_done
+    if _distributed_done:
+        return True
+    for name, count in _CLUSTER_ENV.items():
+        value = os.environ.get(name)
+        if value and (count is None or count(value) > 1):
+            jax.distributed.initialize()
+            _distributed_done = True
+            return True
+    return False
+
+
+def make_mesh(devices=None) -> Mesh:
+    """A 1-D mesh with axis "data" over `devices` (default: every device of every process)."""
+    devices = jax.devices() if devices is None else devices
+    return Mesh(np.asarray(devices), ("data",))
+
+
+def check_batch_divisible(batch_size: int, num_devices: int, name: str = "batch_size") -> None:
+    if batch_size % num_devices:
+        raise ValueError(f"{name}: got {batch_size}, expected a multiple of the device count {num_devices} "
+                         f"(each device takes an equal share of the batch)")
+
+
+# =========================================================================== tasks and stages
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Stage:
+    """One phase of training on one dataset with one teacher (arith: pre-training, then fine-tuning)."""
+    name: str                       # "train", "pretrain" or "finetune"
+    kind: str                       # "regression", "classification" or "lm"
+    train: dict                     # numpy arrays, axis 0 = examples: x, y (and m, the lm loss mask)
+    test: dict                      # held-out arrays, same keys
+    epochs: int                     # epochs of this stage
+    teacher: Teacher                # plans each epoch (the pre-training stage: all data, reshuffled)
+    decode: dict | None = None      # arith: prompts, prompt_lens, answers, vocab for exact match
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train["x"])
+
+    def planned_steps(self, batch_size: int) -> list[int]:
+        """Optimizer steps of each epoch from the teacher's host-side schedule (InfoBatch: as full epochs)."""
+        return [(p.n_active if p.n_active is not None else self.num_train) // batch_size
+                for p in self.teacher.schedule(self.epochs)]
+
+
+def _arrays(ds: data_lib.Dataset, split: str) -> dict:
+    out = {"x": getattr(ds, f"x_{split}"), "y": getattr(ds, f"y_{split}")}
+    mask = getattr(ds, f"mask_{split}")
+    if mask is not None:
+        out["m"] = mask
+    return out
+
+
+def load_dataset(config: TrainConfig) -> data_lib.Dataset:
+    """The task's `Dataset` with the config's size options."""
+    options = {}
+    if config.num_train:
+        options["num_train"] = config.num_train
+    if config.num_test:
+        options["num_test"] = config.num_test
+    if config.task in ("charlm", "arith"):
+        if config.context:
+            options["context"] = config.context
+        if config.text_file:
+            options["text_path"] = config.text_file
+    return data_lib.load_task(config.task, quick=config.quick, **options)
+
+
+def build_stages(config: TrainConfig, ds: data_lib.Dataset) -> list[Stage]:
+    """The run's stages: one, or for arith with a text file, pre-training then fine-tuning."""
+    stages = []
+    if config.task == "arith" and config.pretrain_epochs:
+        pre = ds.pretrain
+        stages.append(Stage("pretrain", "lm", _arrays(pre, "train"), _arrays(pre, "test"), config.pretrain_epochs,
+                            Teacher(TeacherConfig(regime="full", seed=config.seed), pre.num_train)))
+    labels = ds.labels_train if config.selection == "class_weight" else None
+    teacher = Teacher(config.teacher_config(), ds.num_train, labels=labels)
+    decode = None
+    if ds.prompts_test is not None:
+        decode = {"prompts": ds.prompts_test, "prompt_lens": ds.prompt_lens_test, "answers": ds.answers_test,
+                  "vocab": ds.vocab}
+    stages.append(Stage("finetune" if config.task == "arith" else "train", ds.kind, _arrays(ds, "train"),
+                        _arrays(ds, "test"), config.epochs, teacher, decode))
+    for stage in stages:
+        if config.batch_size > stage.num_train:
+            raise ValueError(f"batch_size: got {config.batch_size}, expected at most the {stage.num_train} "
+                             f"training examples of stage {stage.name!r} of task {config.task!r}")
+    return stages
+
+
+def model_builder(config: TrainConfig, ds: data_lib.Dataset, stages: list[Stage]) -> Callable[[nnx.Rngs], nnx.Module]:
+    """``build(rngs) -> module`` for the config's model, sized from the data."""
+    c = config
+    if c.model == "attention":
+        x, y = ds.x_train, ds.y_train
+        learner = LearnerConfig(d_in=x.shape[-1], d_qk=c.width, d_out=y.shape[-1], num_heads=c.num_heads,
+                                pool="mean" if y.ndim == 2 else "none", out_proj=c.num_heads > 1)
+        return lambda rngs: AttentionLearner(learner, rngs=rngs)
+    if c.model == "encoder":
+        enc = EncoderConfig(input_shape=tuple(ds.x_train.shape[1:]), width=c.width, depth=c.depth,
+                            num_heads=c.num_heads, num_classes=ds.num_classes)
+        return lambda rngs: make_model("encoder", enc, rngs)
+    lengths = [s.train["x"].shape[1] for s in stages] + [s.decode["prompts"].shape[1] for s in stages if s.decode]
+    dec = DecoderConfig(vocab_size=ds.vocab_size, context=max(lengths), width=c.width, depth=c.depth,
+                        num_heads=c.num_heads)
+    return lambda rngs: make_model("decoder", dec, rngs)
+
+
+def per_example_fn(kind: str, apply: Callable) -> Callable:
+    """``f(params, batch) -> (loss_B, accuracy_B)``: per-example losses, never a batch mean.
+
+    regression: mean squared error over each example's outputs; accuracy 0 (none).
+    classification: softmax cross-entropy; accuracy = argmax hit.
+    lm: masked mean next-token cross-entropy (arith: answer tokens only); accuracy = masked token accuracy.
+    """
+    if kind == "regression":
+        def f(params, batch):
+            err = apply(params, batch["x"]) - batch["y"]
+            loss_B = jnp.mean(jnp.square(err).reshape(err.shape[0], -1), axis=1)
+            return loss_B, jnp.zeros_like(loss_B)
+    elif kind == "classification":
+        def f(params, batch):
+            logits = apply(params, batch["x"])
+            return (classification_losses(logits, batch["y"]),
+                    classification_correct(logits, batch["y"]).astype(jnp.float32))
+    else:
+        def f(params, batch):
+            logits = apply(params, batch["x"])
+            return lm_losses(logits, batch["y"], batch["m"]), lm_accuracy(logits, batch["y"], batch["m"])
+    return f
+
+
+def learning_rate(config: TrainConfig, clock: dict, planned_steps: int, epochs: int):
+    """Linear warm-up then cosine decay, at the middle of the current step (see train_config's docstring).
+
+    "steps": progress = (stage_step + ½) / planned steps of the stage;
+    "epochs": progress = (epoch + (pos + ½) / steps_in_epoch) / epochs.
+    """
+    if config.lr_schedule_by == "steps":
+        p = (clock["stage_step"] + 0.5) / max(planned_steps, 1)
+    else:
+        p = (clock["epoch"] + (clock["pos"] + 0.5) / jnp.maximum(clock["steps_in_epoch"], 1)) / epochs
+    p = jnp.clip(p, 0.0, 1.0)
+    warm = config.warmup_ratio
+    lo = config.min_lr_ratio
+    cosine = lo + (1.0 - lo) * 0.5 * (1.0 + jnp.cos(jnp.pi * jnp.clip((p - warm) / (1.0 - warm), 0.0, 1.0)))
+    ramp = p / warm if warm > 0 else 1.0
+    return config.learning_rate * jnp.where(p < warm, ramp, cosine)
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """AdamW without its learning rate (the step scales by −lr(progress) itself).
+
+    Weight decay applies to arrays with ≥ 2 axes (weights, embeddings), not to
+    biases and norm scales.
+    """
+    parts = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip else []
+    parts += [optax.scale_by_adam(b1=config.b1, b2=config.b2, eps=config.eps),
+              optax.add_decayed_weights(config.weight_decay,
+                                        mask=lambda params: jax.tree.map(lambda x: x.ndim >= 2, params))]
+    return optax.chain(*parts)
+
+
+# =========================================================================== state and shardings
+
+_CLOCK = ("step", "stage", "epoch", "pos", "steps_in_epoch", "stage_step", "planned")
+
+
+def _fsdp_spec(shape, num_devices: int, min_size: int) -> P:
+    """Split the largest axis the device count divides; small or indivisible arrays stay whole."""
+    if math.prod(shape) < min_size:
+        return P()
+    axes = sorted((n, i) for i, n in enumerate(shape) if n % num_devices == 0)
+    if not axes:
+        return P()
+    spec = [None] * len(shape)
+    spec[axes[-1][1]] = "data"
+    return P(*spec)
+
+
+def state_shardings(abstract_state: dict, mesh: Mesh, *, fsdp: bool, fsdp_min_size: int) -> dict:
+    """The `NamedSharding` of every state leaf on `mesh`.
+
+    - params, opt: P() — a full copy on every device (data parallelism); with
+      fsdp, arrays of ≥ fsdp_min_size elements get P(None, "data", ...) on their
+      largest axis divisible by the device count: each device holds one slice,
+      and XLA gathers it when a step needs the whole array. Adam's moments have
+      their parameter's shape, so they are split the same way.
+    - teacher, order, rng, clock: P() — the score table and data order have one
+      small entry per example; every device reads them to gather its batch.
+    """
+    replicated = NamedSharding(mesh, P())
+
+    def param_sharding(x):
+        if not fsdp or not getattr(x, "shape", ()):
+            return replicated
+        return NamedSharding(mesh, _fsdp_spec(x.shape, mesh.size, fsdp_min_size))
+
+    out = {k: jax.tree.map(lambda _: replicated, v) for k, v in abstract_state.items()}
+    out["params"] = jax.tree.map(param_sharding, abstract_state["params"])
+    out["opt"] = jax.tree.map(param_sharding, abstract_state["opt"])
+    return out
+
+
+# =========================================================================== the trainer
+
+class Trainer:
+    """One run: validated config, data, model, shardings and jitted functions; `run()` trains.
+
+    Construction validates everything (config, devices, data, run folder) and
+    writes nothing; `run()` writes the run folder and trains, resuming from the
+    newest intact checkpoint there.
+    """
+
+    def __init__(self, config: TrainConfig, workdir: str, *, mesh: Mesh | None = None):
+        if not isinstance(config, TrainConfig):
+            raise ValueError(f"config: got {type(config).__name__}, expected a TrainConfig")
+        self.config = config = config.resolve()
+        self.workdir = os.path.abspath(workdir)
+        initialize_distributed()
+        self.mesh = mesh if mesh is not None else make_mesh()
+        n_dev = self.mesh.size
+        check_batch_divisible(config.batch_size, n_dev)
+        # Scoring/eval chunks: a multiple of the device count, so each device scores an equal share.
+        self.eval_chunk = -(-config.eval_batch_size // n_dev) * n_dev
+        self._check_workdir()
+        self.dataset = ds = load_dataset(config)
+        self.stages = build_stages(config, ds)
+        self.planned = [s.planned_steps(config.batch_size) for s in self.stages]
+        build = model_builder(config, ds, self.stages)
+        self.graphdef = nnx.split(nnx.eval_shape(lambda: build(nnx.Rngs(0))))[0]
+        self.tx = make_optimizer(config)
+
+        def init(key):
+            k_model, k_teacher, k_rng = jax.random.split(key, 3)
+            params = nnx.to_pure_dict(nnx.state(build(nnx.Rngs(params=k_model)), nnx.Param))
+            return {
+                "params": params,
+                "opt": self.tx.init(params),
+                "teacher": [s.teacher.init(jax.random.fold_in(k_teacher, i)) for i, s in enumerate(self.stages)],
+                "order": [jnp.zeros((s.num_train,), jnp.int32) for s in self.stages],
+                "rng": k_rng,
+                "clock": {k: jnp.zeros((), jnp.int32) for k in _CLOCK},
+            }
+
+        self._init = init
+        self.abstract_state = jax.eval_shape(init, jax.random.PRNGKey(config.seed))
+        self.shardings = state_shardings(self.abstract_state, self.mesh, fsdp=config.fsdp,
+                                         fsdp_min_size=config.fsdp_min_size)
+        self.replicated = NamedSharding(self.mesh, P())
+        # Batch-like arrays: P("data") = split axis 0 (examples) over devices, other axes whole.
+        self.batch_sharding = NamedSharding(self.mesh, P("data"))
+
+    # ------------------------------------------------------------------ validation of the run folder
+
+    def _check_workdir(self) -> None:
+        path = os.path.join(self.workdir, CONFIG_FILE)
+        if os.path.exists(self.workdir) and not os.path.isdir(self.workdir):
+            raise ValueError(f"workdir: got {self.workdir!r}, expected a folder (it is a file)")
+        if os.path.isfile(path):
+            try:
+                with open(path) as f:
+                    saved = TrainConfig.from_dict(json.load(f)).resolve().to_dict()
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"workdir: {path} is not a TrainConfig ({err}); use another workdir") from None
+            new = self.config.to_dict()
+            for key in new:
+                if saved.get(key) != new[key]:
+                    raise ValueError(f"{key}: got {new[key]!r}, but workdir {self.workdir} holds a run with "
+                                     f"{key}={saved.get(key)!r}; resume with the same config or use another workdir")
+        else:
+            for name in (METRICS_FILE, CHECKPOINT_DIR, RESULTS_FILE):
+                if os.path.exists(os.path.join(self.workdir, name)):
+                    raise ValueError(f"workdir: {self.workdir!r} holds {name} but no {CONFIG_FILE}, expected an "
+                                     f"empty or new folder, or a run folder of attent train")
+
+    # ------------------------------------------------------------------ jitted functions
+
+    def _apply(self, params, x):
+        return nnx.merge(self.graphdef, params)(x)
+
+    def _gather(self, arrays: dict, idx_B):
+        """Rows `idx_B` of each device-resident array, split over "data" (each device gathers its share)."""
+        idx_B = jax.lax.with_sharding_constraint(idx_B, self.batch_sharding)
+        return {k: jax.lax.with_sharding_constraint(v[idx_B], self.batch_sharding) for k, v in arrays.items()}
+
+    def _data_shardings(self, arrays: dict) -> dict:
+        # P(): the dataset is replicated, so any device can gather any example without communication.
+        return {k: self.replicated for k in arrays}
+
+    def _make_train_step(self, si: int):
+        stage, config = self.stages[si], self.config
+        B = config.batch_size
+        per_example = per_example_fn(stage.kind, self._apply)
+        planned, epochs = sum(self.planned[si]), stage.epochs
+
+        def step(state, data):
+            clock = state["clock"]
+            idx_B = jax.lax.dynamic_slice(state["order"][si], (clock["pos"] * B,), (B,))
+            batch = self._gather(data, idx_B)
+            teacher_state = state["teacher"][si]
+            w_B = teacher_state.weights_N[idx_B]
+
+            def loss_fn(params):
+                loss_B, acc_B = per_example(params, batch)
+                return jnp.mean(w_B * loss_B), (loss_B, acc_B)
+
+            (_, (loss_B, acc_B)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+            lr = learning_rate(config, clock, planned, epochs)
+            updates, opt = self.tx.update(grads, state["opt"], state["params"])
+            params = optax.apply_updates(state["params"], jax.tree.map(lambda u: -lr * u, updates))
+            teachers = list(state["teacher"])
+            # The step's own per-example losses refresh the score table: scores for free.
+            teachers[si] = stage.teacher.update(teacher_state, idx_B, loss_B)
+            clock = dict(clock, step=clock["step"] + 1, pos=clock["pos"] + 1, stage_step=clock["stage_step"] + 1)
+            loss = jnp.mean(loss_B)
+            metrics = {"loss": loss, "accuracy": jnp.mean(acc_B), "lr": lr,
+                       "finite": jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(params))}
+            return dict(state, params=params, opt=opt, teacher=teachers, clock=clock), metrics
+
+        data_sh = self._data_shardings(stage.train)
+        # P(): metrics are scalars with a copy on every device, so any process can fetch them.
+        metric_sh = {k: self.replicated for k in ("loss", "accuracy", "lr", "finite")}
+        return jax.jit(step, in_shardings=(self.shardings, data_sh), out_shardings=(self.shardings, metric_sh),
+                       donate_argnums=0)
+
+    def _chunked(self, n: int):
+        """Example ids (C, chunk) covering 0..n-1 (wrapping around to fill the last chunk) and their validity."""
+        c = -(-n // self.eval_chunk)
+        flat = jnp.arange(c * self.eval_chunk, dtype=jnp.int32)
+        return (flat % n).reshape(c, self.eval_chunk), (flat < n).reshape(c, self.eval_chunk)
+
+    def _make_score(self, si: int):
+        """A full scoring pass: every training example's loss, no gradients, written into the score table."""
+        stage = self.stages[si]
+        per_example = per_example_fn(stage.kind, self._apply)
+        n = stage.num_train
+
+        def score(state, data):
+            ids, _ = self._chunked(n)
+            losses = jax.lax.map(lambda idx: per_example(state["params"], self._gather(data, idx))[0], ids)
+            teachers = list(state["teacher"])
+            teachers[si] = stage.teacher.update(teachers[si], jnp.arange(n, dtype=jnp.int32), losses.reshape(-1)[:n])
+            return dict(state, teacher=teachers)
+
+        return jax.jit(score, in_shardings=(self.shardings, self._data_shardings(stage.train)),
+                       out_shardings=self.shardings, donate_argnums=0)
+
+    def _make_eval(self, si: int):
+        stage = self.stages[si]
+        per_example = per_example_fn(stage.kind, self._apply)
+        n = len(stage.test["x"])
+
+        def evaluate(params, data):
+            ids, valid = self._chunked(n)
+
+            def chunk(args):
+                idx, ok = args
+                loss_B, acc_B = per_example(params, self._gather(data, idx))
+                ok = ok.astype(loss_B.dtype)
+                return jnp.sum(loss_B * ok), jnp.sum(acc_B * ok)
+
+            loss, acc = jax.lax.map(chunk, (ids, valid))
+            return {"loss": jnp.sum(loss) / n, "accuracy": jnp.sum(acc) / n}
+
+        return jax.jit(evaluate, in_shardings=(self.shardings["params"], self._data_shardings(stage.test)),
+                       out_shardings={"loss": self.replicated, "accuracy": self.replicated})
+
+    def _exact_match(self, params, decode: dict, prompts, prompt_lens) -> float:
+        tokens = greedy_decode(nnx.merge(self.graphdef, params), prompts, prompt_lens)
+        hits = tasks_lib.answers_match(jax.device_get(tokens), decode["prompt_lens"], decode["answers"],
+                                       decode["vocab"])
+        return float(np.mean(hits))
+
+    # ------------------------------------------------------------------ state helpers
+
+    def _put(self, value: np.ndarray, sharding=None):
+        """An explicit host→device copy (allowed under the transfer guard) of an array every process holds."""
+        value = np.asarray(value)
+        sharding = self.replicated if sharding is None else sharding
+        # Each process copies to its own devices only (explicit device_puts), so this also works multi-host.
+        shards = [jax.device_put(value[index], device)
+                  for device, index in sharding.addressable_devices_indices_map(value.shape).items()]
+        return jax.make_array_from_single_device_arrays(value.shape, sharding, shards)
+
+    def _with_clock(self, state: dict, **values) -> dict:
+        clock = dict(state["clock"])
+        clock.update({k: self._put(np.int32(v)) for k, v in values.items()})
+        return dict(state, clock=clock)
+
+    def init_state(self):
+        """A fresh state, created directly in its shardings."""
+        init = jax.jit(self._init, out_shardings=self.shardings)
+        return init(jax.random.PRNGKey(self.config.seed))
+
+    def restore(self, checkpointer: Checkpointer):
+        """(state, meta) of the newest intact checkpoint, restored onto this mesh, or None."""
+        return checkpointer.restore_latest(abstract_like(self.abstract_state, self.shardings))
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self, on_step: Callable[[int], Any] | None = None) -> dict:
+        """Train (resuming if possible), evaluate each epoch; returns the final metrics.
+
+        ``on_step(step)`` is called after every optimizer step (and any
+        checkpoint of that step), e.g. to stop a run early in a test.
+        """
+        config = self.config
+        main = jax.process_index() == 0
+        if main:
+            os.makedirs(self.workdir, exist_ok=True)
+            config_path = os.path.join(self.workdir, CONFIG_FILE)
+            if not os.path.exists(config_path):
+                _write_atomic(config_path, config.to_json() + "\n")
+        ckpt = Checkpointer(os.path.join(self.workdir, CHECKPOINT_DIR), keep=config.keep_checkpoints)
+        log = _MetricsLog(os.path.join(self.workdir, METRICS_FILE), enabled=main)
+        try:
+            return self._run(ckpt, log, on_step)
+        finally:
+            ckpt.close()
+            log.close()
+
+    def _run(self, ckpt: Checkpointer, log: "_MetricsLog", on_step) -> dict:
+        restored = self.restore(ckpt)
+        state, meta = (self.init_state(), {}) if restored is None else restored
+        run = _Session(self, ckpt, log, jax.device_get(state["clock"]), meta, resumed=restored is not None)
+        train_data = [{k: self._put(v) for k, v in s.train.items()} for s in self.stages]
+        test_data = [{k: self._put(v) for k, v in s.test.items()} for s in self.stages]
+        decode_data = [s.decode and (self._put(s.decode["prompts"]), self._put(s.decode["prompt_lens"]))
+                       for s in self.stages]
+        last_eval: dict = {}
+        # Every step below runs on device: a hidden host<->device copy would be an error, not a slowdown.
+        with jax.transfer_guard("disallow"):
+            for si in range(run.clock["stage"], len(self.stages)):
+                stage = self.stages[si]
+                train_step, score, evaluate = self._make_train_step(si), self._make_score(si), self._make_eval(si)
+                for epoch in range(run.clock["epoch"], stage.epochs):
+                    run.bar.set_description(f"{stage.name} epoch {epoch + 1}/{stage.epochs}")
+                    if not run.clock["planned"]:
+                        state = self._plan_epoch(state, run, si, epoch, score, train_data[si])
+                    state = self._train_epoch(state, run, si, train_step, train_data[si], on_step)
+                    last_eval = self._evaluate(state, si, evaluate, test_data[si], decode_data[si])
+                    run.log_eval(stage, epoch, last_eval)
+                    state = self._advance(state, run, si, epoch)
+                    run.save(state)
+        run.bar.close()
+        if not last_eval:  # the folder held a finished run: report its final evaluation again
+            si = len(self.stages) - 1
+            last_eval = self._evaluate(state, si, self._make_eval(si), test_data[si], decode_data[si])
+        ckpt.wait()
+        result = {"step": run.clock["step"], "epochs": sum(s.epochs for s in self.stages),
+                  "examples_seen": run.examples_seen, "wall_time": run.wall(),
+                  "time_scoring": run.totals["time_scoring"], "time_selecting": run.totals["time_selecting"],
+                  "num_devices": self.mesh.size, "examples_per_s": run.throughput(), **last_eval}
+        if jax.process_index() == 0:
+            _write_atomic(os.path.join(self.workdir, RESULTS_FILE), json.dumps(result, indent=2) + "\n")
+        self.final_state = state
+        return result
+
+    def _train_epoch(self, state, run: "_Session", si: int, train_step, data, on_step):
+        """The epoch's remaining steps: metrics fetched every log_every steps, checkpoints every checkpoint_every."""
+        config, stage, clock = self.config, self.stages[si], run.clock
+        run.start_window()
+        first = True
+        for pos in range(clock["pos"], clock["steps_in_epoch"]):
+            state, metrics = train_step(state, data)
+            run.step_done(metrics, compiled=not first)
+            if first:
+                # The first step of a session compiles; the throughput counts the steps after it.
+                jax.block_until_ready(metrics)
+                run.start_timer()
+                first = False
+            last_of_epoch = pos + 1 == clock["steps_in_epoch"]
+            if clock["step"] % config.log_every == 0 or last_of_epoch:
+                run.flush(stage)
+            if clock["step"] % config.checkpoint_every == 0 and not last_of_epoch:
+                run.flush(stage)
+                run.save(state)
+            if on_step is not None:
+                on_step(clock["step"])
+        run.flush(stage)
+        run.stop_timer()
+        return state
+
+    def _advance(self, state, run: "_Session", si: int, epoch: int):
+        """Move the clock to the start of the next epoch (or stage), so that a resumed run begins by planning it."""
+        clock = run.clock
+        if epoch + 1 == self.stages[si].epochs and si + 1 < len(self.stages):
+            # Fine-tuning starts a fresh optimizer (new data, new schedule).
+            reinit = jax.jit(self.tx.init, in_shardings=(self.shardings["params"],),
+                             out_shardings=self.shardings["opt"])
+            state = dict(state, opt=reinit(state["params"]))
+            clock.update(stage=si + 1, epoch=0, stage_step=0)
+        else:
+            clock.update(epoch=epoch + 1)
+        clock.update(pos=0, planned=0, steps_in_epoch=0)
+        return self._with_clock(state, **clock)
+
+    def _plan_epoch(self, state, run: "_Session", si: int, epoch: int, score, data):
+        """Score all examples (if the schedule asks), let the teacher plan the epoch, and set the clock."""
+        stage, B = self.stages[si], self.config.batch_size
+        if stage.teacher.needs_full_scoring(epoch, stage.epochs):
+            t0 = time.perf_counter()
+            state = jax.block_until_ready(score(state, data))
+            run.totals["time_scoring"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        # The teacher places its per-epoch scalars on one device; spreading them over the mesh is a
+        # tiny device-to-device copy, allowed here (host<->device transfers stay disallowed).
+        with jax.transfer_guard_device_to_device("allow"):
+            teacher_state, order_N, _, n_active = stage.teacher.plan_epoch(state["teacher"][si], epoch, stage.epochs)
+            teachers, orders = list(state["teacher"]), list(state["order"])
+            teachers[si] = jax.device_put(teacher_state, self.shardings["teacher"][si])
+            orders[si] = jax.device_put(order_N, self.shardings["order"][si])
+        state = jax.block_until_ready(dict(state, teacher=teachers, order=orders))
+        run.totals["time_selecting"] += time.perf_counter() - t0
+        run.n_active, steps = int(n_active), int(n_active) // B
+        if steps == 0:
+            _warn_once(f"stage {stage.name!r} epoch {epoch}: {n_active} selected examples are fewer than "
+                       f"batch_size={B}; the epoch trains no step (partial batches are dropped)")
+        run.clock.update(planned=1, pos=0, steps_in_epoch=steps)
+        return self._with_clock(state, planned=1, pos=0, steps_in_epoch=steps)
+
+    def _evaluate(self, state, si: int, evaluate, test, decode_dev) -> dict:
+        stage = self.stages[si]
+        out = {k: float(v) for k, v in jax.device_get(evaluate(state["params"], test)).items()}
+        result = {"eval_loss": out["loss"]}
+        if stage.kind != "regression":
+            result["eval_accuracy"] = out["accuracy"]
+        if stage.decode is not None:
+            result["exact_match"] = self._exact_match(state["params"], stage.decode, *decode_dev)
+        return result
+
+
+def train_and_evaluate(config: TrainConfig, workdir: str, *, on_step: Callable[[int], Any] | None = None) -> dict:
+    """Train `config` in `workdir` (resuming from its newest intact checkpoint); returns the final metrics.
+
+    The final metrics: step, epochs, examples_seen, wall_time, time_scoring,
+    time_selecting, num_devices, examples_per_s (steady-state training
+    throughput), eval_loss, eval_accuracy (classification/lm) and exact_match
+    (arith). Raises `ValueError` for bad input (before writing anything) and
+    `NonFiniteLossError` if the loss becomes NaN/Inf.
+    """
+    return Trainer(config, workdir).run(on_step=on_step)
+
+
+def restore_params(workdir: str):
+    """The params of the newest intact checkpoint in a run folder (on the current devices)."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise ValueError(f"workdir: got {workdir!r}, expected a run folder holding {CONFIG_FILE}")
+    with open(path) as f:
+        trainer = Trainer(TrainConfig.from_dict(json.load(f)), workdir)
+    ckpt = Checkpointer(os.path.join(trainer.workdir, CHECKPOINT_DIR), keep=trainer.config.keep_checkpoints)
+    try:
+        restored = trainer.restore(ckpt)
+    finally:
+        ckpt.close()
+    if restored is None:
+        raise ValueError(f"workdir: {workdir!r} holds no intact checkpoint")
+    return restored[0]["params"]
+
+
+# =========================================================================== logs
+
+class _Session:
+    """Host-side bookkeeping of one `Trainer.run`: the clock mirror, counters, timers, logs and checkpoints.
+
+    The device state holds the authoritative clock; this mirror lets the loop
+    decide what to do next without fetching it. Counters that are not part of
+    the training state (wall time, examples seen, scoring/selection time, the
+    running epoch loss) travel in each checkpoint's JSON meta.
+    """
+
+    def __init__(self, trainer: Trainer, ckpt: Checkpointer, log: "_MetricsLog", clock: dict, meta: dict,
+                 resumed: bool):
+        self.trainer, self.ckpt, self.log = trainer, ckpt, log
+        self.clock = {k: int(v) for k, v in clock.items()}
+        log.truncate_after(self.clock["step"] if resumed else -1)
+        self.totals = {k: float(meta.get(k, 0.0)) for k in ("wall_time", "time_scoring", "time_selecting")}
+        self.examples_seen = int(meta.get("examples_seen", 0))
+        self.n_active = int(meta.get("n_active", 0))
+        self.last_saved = self.clock["step"] if resumed else None
+        # Training losses of the current epoch so far, for the epoch-mean in its eval record.
+        self.epoch_loss = {"sum": 0.0, "count": 0}
+        if self.clock["planned"]:  # resumed mid-epoch
+            self.epoch_loss.update(meta.get("epoch_loss", {}))
+        self._start = time.perf_counter() - self.totals["wall_time"]
+        self.pending: list = []  # per-step metrics still on device
+        self._window = {"t": time.perf_counter(), "examples": 0}
+        self._timed = {"examples": 0, "seconds": 0.0, "since": None}
+        total = sum(sum(p) for p in trainer.planned)
+        self.bar = _progress_bar(trainer.config.progress_bar and jax.process_index() == 0, total, self.clock["step"])
+
+    def wall(self) -> float:
+        return time.perf_counter() - self._start
+
+    def start_window(self) -> None:
+        self._window.update(t=time.perf_counter(), examples=0)
+
+    def start_timer(self) -> None:
+        self._timed["since"] = time.perf_counter()
+
+    def stop_timer(self) -> None:
+        if self._timed["since"] is not None:
+            self._timed["seconds"] += time.perf_counter() - self._timed["since"]
+            self._timed["since"] = None
+
+    def throughput(self) -> float | None:
+        """Training examples per second over this session's steps, excluding each epoch's first (compiling) one."""
+        return self._timed["examples"] / self._timed["seconds"] if self._timed["seconds"] else None
+
+    def step_done(self, metrics, compiled: bool) -> None:
+        batch = self.trainer.config.batch_size
+        self.pending.append(metrics)
+        self.clock.update(step=self.clock["step"] + 1, pos=self.clock["pos"] + 1,
+                          stage_step=self.clock["stage_step"] + 1)
+        self.examples_seen += batch
+        self._window["examples"] += batch
+        if compiled:
+            self._timed["examples"] += batch
+        self.bar.update(1)
+
+    def save(self, state) -> None:
+        meta = dict(self.totals, wall_time=self.wall(), examples_seen=self.examples_seen, n_active=self.n_active,
+                    epoch_loss=dict(self.epoch_loss))
+        self.ckpt.save(self.clock["step"], state, meta)
+        self.last_saved = self.clock["step"]
+
+    def flush(self, stage: Stage) -> None:
+        """Fetch the pending metrics (explicitly), stop on NaN/Inf, log a record and update the bar."""
+        if not self.pending:
+            return
+        values = jax.device_get(self.pending)
+        self.pending.clear()
+        bad = [i for i, v in enumerate(values) if not bool(v["finite"])]
+        if bad:
+            step = self.clock["step"] - len(values) + bad[0] + 1
+            where = (f"the last good checkpoint is step {self.last_saved} in {self.ckpt.directory}"
+                     if self.last_saved is not None else "no checkpoint was saved")
+            raise NonFiniteLossError(
+                f"training loss became {float(values[bad[0]]['loss'])} (or the parameters non-finite) at step {step}, "
+                f"epoch {self.clock['epoch']}; stopped: {where}. Lower --learning-rate "
+                f"(got {self.trainer.config.learning_rate}) or set --grad-clip.")
+        now = time.perf_counter()
+        rate = self._window["examples"] / max(now - self._window["t"], 1e-9)
+        self._window.update(t=now, examples=0)
+        for v in values:  # one at a time: the same sum whatever the flush boundaries
+            self.epoch_loss["sum"] += float(v["loss"])
+            self.epoch_loss["count"] += 1
+        loss = float(np.mean([v["loss"] for v in values]))
+        acc = float(np.mean([v["accuracy"] for v in values]))
+        selected = self.n_active / stage.num_train
+        record = {"event": "train", "step": self.clock["step"], "stage": stage.name, "epoch": self.clock["epoch"],
+                  "wall_time": self.wall(), "examples_seen": self.examples_seen, "train_loss": loss,
+                  "lr": float(values[-1]["lr"]), "fraction_selected": selected, "examples_per_s": rate,
+                  **self._timings()}
+        postfix = {"loss": f"{loss:.4g}", "sel": f"{selected:.0%}", "ex/s": f"{rate:.0f}"}
+        if stage.kind != "regression":
+            record["train_accuracy"] = acc
+            postfix["acc"] = f"{acc:.3f}"
+        self.log.write(record)
+        self.bar.set_postfix(postfix, refresh=False)
+
+    def log_eval(self, stage: Stage, epoch: int, metrics: dict) -> None:
+        record = {"event": "eval", "step": self.clock["step"], "stage": stage.name, "epoch": epoch,
+                  "wall_time": self.wall(), "examples_seen": self.examples_seen,
+                  "fraction_selected": self.n_active / stage.num_train, **self._timings(), **metrics}
+        if self.epoch_loss["count"]:
+            record["train_loss"] = self.epoch_loss["sum"] / self.epoch_loss["count"]
+        self.epoch_loss.update(sum=0.0, count=0)
+        self.log.write(record)
+        self.bar.write(_eval_line(record))
+
+    def _timings(self) -> dict:
+        return {"time_scoring": self.totals["time_scoring"], "time_selecting": self.totals["time_selecting"]}
+
+
+class _MetricsLog:
+    """Append-only JSON lines; a resumed run first drops records newer than its checkpoint."""
+
+    def __init__(self, path: str, enabled: bool):
+        self.path, self.enabled, self._file = path, enabled, None
+
+    def truncate_after(self, step: int) -> None:
+        if not self.enabled:
+            return
+        kept = []
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                for line in f:
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # a line cut short by a kill
+                    if record.get("step", 0) <= step:
+                        kept.append(line if line.endswith("\n") else line + "\n")
+        _write_atomic(self.path, "".join(kept))
+        self._file = open(self.path, "a")
+
+    def write(self, record: dict) -> None:
+        if self._file is not None:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _eval_line(record: dict) -> str:
+    parts = [f"{record['stage']} epoch {record['epoch'] + 1}: eval_loss {record['eval_loss']:.4f}"]
+    for key in ("eval_accuracy", "exact_match"):
+        if key in record:
+            parts.append(f"{key} {record[key]:.3f}")
+    parts.append(f"selected {record['fraction_selected']:.0%}")
+    return ", ".join(parts)
+
+
+_warned: set = set()
+
+
+def _warn_once(message: str) -> None:
+    import warnings
+    if message not in _warned:
+        _warned.add(message)
+        warnings.warn(message, stacklevel=3)
+
+
+class _NoBar:
+    def update(self, n=1): pass
+    def set_postfix(self, *a, **k): pass
+    def set_description(self, *a, **k): pass
+    def write(self, s): pass
+    def close(self): pass
+
+
+def _progress_bar(enabled: bool, total: int, initial: int):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)

@@ -1,0 +1,246 @@
+"""The training loop: 1 vs 8 devices, bitwise resume after SIGKILL, damaged checkpoints, device-count change, NaN stop.
+
+Runs use the teach task at its quick size (64 sequences) with the every_epoch
+regime, so the loop exercises a full epoch, Soft selections (random draws), a
+scoring pass before each later selection, mid-epoch checkpoints and epoch ends.
+Runs on 8 simulated CPU devices start a subprocess, since the device count is
+fixed when JAX starts.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from attent_jax import train
+from attent_jax.checkpoint import CheckpointWarning
+from attent_jax.train import NonFiniteLossError, Trainer, learning_rate
+from attent_jax.train_config import TrainConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# every_epoch + soft at ratio 0.5: epoch 0 = 8 steps on all 64, epochs 1-3 = 4 steps on 32 each (20 steps);
+# scoring passes before epochs 2 and 3; checkpoints at 5, 10, 15 (mid-epoch) and 8, 12, 16, 20 (epoch ends).
+CONFIG = dict(task="teach", quick=True, epochs=4, batch_size=8, regime="every_epoch", selection="soft", ratio=0.5,
+              checkpoint_every=5, log_every=1, progress_bar=False)
+
+# Runs configs in a fresh process; with "kill_at", SIGKILLs itself at that step once checkpoint "wait_for" exists.
+DRIVER = r"""
+import json, os, signal, sys, time
+import numpy as np, jax
+from attent_jax.train import Trainer
+from attent_jax.train_config import TrainConfig
+
+for run in json.loads(sys.argv[1]):
+    def on_step(step, run=run):
+        if step == run.get("kill_at"):
+            ckpt = os.path.join(run["workdir"], "checkpoints", str(run["wait_for"]))
+            deadline = time.time() + 120
+            while not os.path.isdir(ckpt) and time.time() < deadline:
+                time.sleep(0.02)
+            os.kill(os.getpid(), signal.SIGKILL)
+    trainer = Trainer(TrainConfig(**run["config"]), run["workdir"])
+    trainer.run(on_step=on_step)
+    params = trainer.final_state["params"]
+    specs = {jax.tree_util.keystr(k): list(v.sharding.spec) for k, v in jax.tree_util.tree_leaves_with_path(params)}
+    json.dump(specs, open(os.path.join(run["workdir"], "specs.json"), "w"))
+    leaves = jax.tree_util.tree_leaves_with_path(jax.device_get(params))
+    np.savez(os.path.join(run["workdir"], "params.npz"), **{jax.tree_util.keystr(k): v for k, v in leaves})
+print("devices", jax.device_count())
+"""
+
+
+def _drive(runs, devices=1, check=True):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(runs)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _params(trainer_or_path):
+    if isinstance(trainer_or_path, str):
+        with np.load(trainer_or_path) as f:
+            return dict(f)
+    leaves = jax.tree_util.tree_leaves_with_path(jax.device_get(trainer_or_path.final_state["params"]))
+    return {jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves}
+
+
+def _train_losses(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [(r["step"], r["train_loss"]) for r in map(json.loads, f) if r["event"] == "train"]
+
+
+def _rel_err(a, b):
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted 1-device run of CONFIG: its folder, final params, result."""
+    workdir = str(tmp_path_factory.mktemp("reference"))
+    trainer = Trainer(TrainConfig(**CONFIG), workdir)
+    result = trainer.run()
+    return {"workdir": workdir, "params": _params(trainer), "result": result}
+
+
+@pytest.fixture(scope="module")
+def eight_devices(tmp_path_factory):
+    """CONFIG run through on 8 devices (one subprocess), replicated and FSDP: folders holding params.npz."""
+    base = tmp_path_factory.mktemp("eight")
+    runs = {"replicated": {"config": CONFIG, "workdir": str(base / "replicated")},
+            # fsdp_min_size=1: w_q and w_k (1, 3, 8) get their last axis split over the 8 devices.
+            "fsdp": {"config": dict(CONFIG, fsdp=True, fsdp_min_size=1), "workdir": str(base / "fsdp")}}
+    proc = _drive(list(runs.values()), devices=8)
+    assert "devices 8" in proc.stdout
+    return {name: run["workdir"] for name, run in runs.items()}
+
+
+def test_reference_run_trains_selects_and_decays_lr(reference):
+    result, workdir = reference["result"], reference["workdir"]
+    assert result["step"] == 20 and result["examples_seen"] == 160
+    assert result["time_scoring"] > 0  # every_epoch asked for scoring passes
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    evals = [r for r in records if r["event"] == "eval"]
+    assert [r["epoch"] for r in evals] == [0, 1, 2, 3]
+    assert [r["fraction_selected"] for r in evals] == [1.0, 0.5, 0.5, 0.5]
+    assert evals[-1]["eval_loss"] < evals[0]["eval_loss"] * 1.5
+    lrs = [r["lr"] for r in records if r["event"] == "train"]
+    # Warm-up then cosine over the 20 planned steps: peak early, nearly 0 at the last step.
+    assert max(lrs) > 0.9 * CONFIG.get("learning_rate", 1e-3) and lrs[-1] < 0.02 * max(lrs)
+    assert os.path.isfile(os.path.join(workdir, "config.json"))
+    assert json.load(open(os.path.join(workdir, "results.json")))["step"] == 20
+
+
+@pytest.mark.parametrize("layout", ["replicated", "fsdp"])
+def test_eight_devices_match_one_device(reference, eight_devices, layout):
+    other = _params(os.path.join(eight_devices[layout], "params.npz"))
+    specs = json.load(open(os.path.join(eight_devices[layout], "specs.json")))
+    expected = [None, None, "data"] if layout == "fsdp" else []
+    assert specs["['w_q']"] == specs["['w_k']"] == expected and specs["['w_v']"] == []
+    assert other.keys() == reference["params"].keys()
+    for key, value in reference["params"].items():
+        assert _rel_err(other[key], value) <= 1e-5, key
+    ours, theirs = _train_losses(reference["workdir"]), _train_losses(eight_devices[layout])
+    assert [s for s, _ in ours] == [s for s, _ in theirs]
+    np.testing.assert_allclose([l for _, l in theirs], [l for _, l in ours], rtol=1e-5)
+
+
+def test_resume_after_sigkill_is_bitwise(reference, tmp_path):
+    workdir = str(tmp_path / "killed")
+    proc = _drive([{"config": CONFIG, "workdir": workdir, "kill_at": 11, "wait_for": 10}],
+                  check=False)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
+    assert steps[-1] == 10  # mid-epoch 1 (steps 9-12)
+    trainer = Trainer(TrainConfig(**CONFIG), workdir)
+    result = trainer.run()
+    assert result["step"] == 20
+    resumed = _params(trainer)
+    for key, value in reference["params"].items():
+        np.testing.assert_array_equal(resumed[key], value, err_msg=key)
+    assert _train_losses(workdir) == _train_losses(reference["workdir"])
+
+
+# A failed restore can leave a tensorstore callback on Orbax's closed event loop: harmless noise.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_damaged_latest_checkpoint_is_skipped(reference, tmp_path):
+    workdir = str(tmp_path / "copy")
+    shutil.copytree(reference["workdir"], workdir)
+    latest = os.path.join(workdir, "checkpoints", "20")
+    data_files = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(latest, "state")) for f in fs
+                  if os.sep + "d" + os.sep in os.path.join(d, f)]
+    assert data_files
+    for path in data_files:
+        with open(path, "r+b") as f:
+            f.truncate(max(os.path.getsize(path) // 2, 1))
+    trainer = Trainer(TrainConfig(**CONFIG), workdir)
+    with pytest.warns(CheckpointWarning, match="checkpoint 20"):
+        result = trainer.run()  # falls back to 16 (end of epoch 2) and trains epoch 3 again
+    assert result["step"] == 20
+    for key, value in _params(trainer).items():
+        np.testing.assert_array_equal(value, reference["params"][key], err_msg=key)
+
+
+def test_restore_onto_other_device_count(reference, eight_devices, tmp_path):
+    workdir = str(tmp_path / "from8")
+    shutil.copytree(eight_devices["replicated"], workdir)
+    for step in ("16", "20"):  # leave checkpoint 15, saved on 8 devices mid-epoch 3
+        shutil.rmtree(os.path.join(workdir, "checkpoints", step))
+    trainer = Trainer(TrainConfig(**CONFIG), workdir)  # this process has 1 device
+    assert trainer.mesh.size == 1
+    result = trainer.run()
+    assert result["step"] == 20
+    for key, value in _params(trainer).items():
+        assert _rel_err(value, reference["params"][key]) <= 1e-5, key
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    real = train.load_dataset
+
+    def poisoned(config):
+        ds = real(config)
+        ds.x_train[5] = np.nan  # example 5 turns up somewhere in epoch 0 (all data)
+        return ds
+
+    monkeypatch.setattr(train, "load_dataset", poisoned)
+    workdir = str(tmp_path / "nan")
+    config = TrainConfig(**dict(CONFIG, checkpoint_every=1, log_every=50))
+    with pytest.raises(NonFiniteLossError, match=r"at step \d+") as err:
+        Trainer(config, workdir).run()
+    bad_step = int(str(err.value).split("at step ")[1].split(",")[0])
+    params = train.restore_params(workdir) if bad_step > 1 else None
+    if params is not None:  # the newest checkpoint is the step before the NaN, and finite
+        assert all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(params))
+        steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
+        assert steps[-1] == bad_step - 1
+
+
+def test_batch_size_must_divide_over_devices():
+    with pytest.raises(ValueError, match=r"batch_size: got 12.*device count 8"):
+        train.check_batch_divisible(12, 8)
+    train.check_batch_divisible(16, 8)
+
+
+def test_learning_rate_warmup_cosine_and_epoch_mode():
+    cfg = TrainConfig(learning_rate=1.0, warmup_ratio=0.1, min_lr_ratio=0.1)
+    clock = lambda s: {"stage_step": s, "epoch": 0, "pos": 0, "steps_in_epoch": 1}
+    lrs = [float(learning_rate(cfg, clock(s), 100, 1)) for s in range(100)]
+    assert abs(lrs[0] - 0.05) < 1e-6 and abs(max(lrs) - 1.0) < 0.01  # step 0 at its midpoint: 0.5/10 and np.argmax(lrs) in (9, 10)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and abs(lrs[-1] - 0.1) < 1e-3
+    by_epoch = TrainConfig(learning_rate=1.0, warmup_ratio=0.0, lr_schedule_by="epochs")
+    # Epochs mode: a 2-step epoch spans as much of the schedule as a 50-step one (progress by epoch share).
+    short = float(learning_rate(by_epoch, {"stage_step": 3, "epoch": 1, "pos": 1, "steps_in_epoch": 2}, 999, 2))
+    long = float(learning_rate(by_epoch, {"stage_step": 87, "epoch": 1, "pos": 37, "steps_in_epoch": 50}, 999, 2))
+    assert abs(short - long) < 1e-6 and abs(short - 0.5 * (1 + np.cos(np.pi * 0.875))) < 1e-6
+
+
+def test_fsdp_shards_largest_divisible_axis():
+    from jax.sharding import PartitionSpec as P
+    assert train._fsdp_spec((64, 256), 8, 1024) == P(None, "data")
+    assert train._fsdp_spec((64, 30), 8, 1024) == P("data", None)
+    assert train._fsdp_spec((7, 9), 8, 1) == P()      # nothing divisible: replicated
+    assert train._fsdp_spec((8, 8), 8, 1024) == P()   # too small to bother
+
+
+def test_distributed_init_only_with_cluster_env(monkeypatch):
+    for name in train._CLUSTER_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLURM_NTASKS", "1")  # a one-task job is not multi-process
+    called = []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: called.append(1))
+    monkeypatch.setattr(train, "_distributed_done", False)
+    assert train.initialize_distributed() is False and not called
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    assert train.initialize_distributed() is True and called == [1]
