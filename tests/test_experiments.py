@@ -1,0 +1,185 @@
+"""Smoke tests of the experiment scripts (quick mode) and unit tests of experiments/common.py.
+
+Each script's ``main(["--quick", "--out", DIR])`` must write its JSON, markdown
+and PNG files with the numbers they claim. One persistent compilation cache is
+shared by all of them (``--compile-cache``): their quick runs have the same
+shapes, so later scripts load instead of compiling, which keeps this file
+within its time budget.
+"""
+
+import doctest
+import json
+import math
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import ablation, bench_training, common, finetune, from_scratch, ntk_convergence, sample_ratio
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("jax_cache"))
+
+
+def _quick(module, out, cache_dir) -> dict:
+    assert module.main(["--quick", "--out", str(out), "--compile-cache", cache_dir]) == 0
+    with open(out / f"{module.NAME}.json") as f:
+        payload = json.load(f)
+    md = (out / f"{module.NAME}.md").read_text()
+    assert md.startswith("# ") and "|---|" in md
+    env = payload["environment"]
+    assert env["jax"] == jax.__version__ and env["platform"] and env["seeds"]
+    return payload
+
+
+def _pngs(out, names):
+    for name in names:
+        path = out / name
+        assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+# --------------------------------------------------------------------------- scripts
+
+def test_from_scratch_quick(tmp_path, cache_dir, capsys):
+    payload = _quick(from_scratch, tmp_path, cache_dir)
+    _pngs(tmp_path, ["curves_time.png", "curves_examples.png"])
+    s = payload["summary"]
+    assert set(s) == set(from_scratch.METHODS)
+    assert s["all_data"]["fraction_seen"] == [1.0]
+    for m in ("attent", "random"):
+        assert 0.0 < s[m]["fraction_seen"][0] < 1.0
+    assert s["attent"]["fraction_seen"] == s["random"]["fraction_seen"]   # same schedule, same budget
+    for m in s:
+        assert s[m]["train_time_s"][0] > 0 and 0.0 <= s[m]["final_accuracy_pct"][0] <= 100.0
+    c = payload["checks"]
+    assert isinstance(c["time_ratio_pass"], bool) and isinstance(c["accuracy_gap_pass"], bool)
+    out = capsys.readouterr().out
+    assert "baseline time" in out and ("PASS" in out or "MISS" in out)
+    # Per-epoch rows: cumulative training time grows, examples seen match the steps.
+    rows = payload["runs"]["attent"][0]["epochs"]
+    times = [r["train_time_s"] for r in rows]
+    assert times == sorted(times) and len(rows) == from_scratch.QUICK.epochs
+
+
+def test_finetune_quick(tmp_path, cache_dir):
+    payload = _quick(finetune, tmp_path, cache_dir)
+    _pngs(tmp_path, ["curves.png"])
+    s = payload["summary"]
+    assert s["all_data"]["fraction_seen"] == [1.0] and 0.0 < s["attent"]["fraction_seen"][0] < 1.0
+    assert 0.0 <= s["attent"]["exact_match_pct"][0] <= 100.0
+    assert payload["checks"]["time_ratio"] > 0
+
+
+def test_ablation_quick(tmp_path, cache_dir):
+    payload = _quick(ablation, tmp_path, cache_dir)
+    _pngs(tmp_path, ["ablation.png"])
+    rows = {r["interval"]: r for r in payload["rows"]}
+    assert set(rows) == {"fixed", "incremental"}
+    # 3 epochs, fixed interval 1: cycles at epochs 1 and 2, the second scored; incremental: one cycle.
+    assert rows["fixed"]["scoring_passes"] == 1 and rows["incremental"]["scoring_passes"] == 0
+    assert payload["claims"] and payload["claims"][0]["agrees"] in (True, False)
+
+
+def test_sample_ratio_quick(tmp_path, cache_dir):
+    payload = _quick(sample_ratio, tmp_path, cache_dir)
+    _pngs(tmp_path, ["sample_ratio.png"])
+    rows = {r["ratio"]: r for r in payload["rows"]}
+    assert rows[1.0]["fraction_seen"] == [1.0] and rows[1.0]["accuracy_change_points"] == [0.0]
+    assert rows[0.5]["fraction_seen"][0] < 1.0
+
+
+def test_ntk_convergence_quick(tmp_path, cache_dir):
+    payload = _quick(ntk_convergence, tmp_path, cache_dir)
+    _pngs(tmp_path, ["ntk_distance.png", "ntk_heatmaps.png"])
+    (p,) = payload["per_seed"]
+    kernels = np.asarray(p["kernels"])
+    assert kernels.shape == (ntk_convergence.QUICK.epochs + 1, 10, 10)
+    assert p["epochs"] == list(range(ntk_convergence.QUICK.epochs + 1))
+    assert sorted(p["kernel_example_labels"]) == list(range(10))
+    assert not os.path.exists(tmp_path / "runs" / "seed0" / "checkpoints")   # deleted once used
+    for k in kernels:  # a Gram matrix: symmetric positive semi-definite
+        np.testing.assert_allclose(k, k.T, rtol=1e-4, atol=1e-4 * np.abs(k).max())
+        assert np.linalg.eigvalsh((k + k.T) / 2).min() > -1e-3 * np.abs(k).max()
+    d = p["relative_distance_to_final"]
+    assert d[-1] == 0.0 and d[0] > 0.0
+
+
+def test_bench_training_quick(tmp_path, cache_dir):
+    payload = _quick(bench_training, tmp_path, cache_dir)
+    _pngs(tmp_path, ["bench_training.png"])
+    rows = {(r["devices"], r["method"]): r for r in payload["rows"]}
+    assert set(rows) == {(1, "all_data"), (1, "soft"), (8, "all_data"), (8, "soft")}
+    assert payload["environment_by_devices"]["8"]["num_devices"] == 8   # the subprocess really had 8 devices
+    for r in rows.values():
+        assert r["throughput"][0] > 0 and 0.0 <= r["overhead_share"][0] < 1.0
+        # Our step timing and the library's own steady-state throughput measure the same thing.
+        assert 0.5 < r["throughput"][0] / r["library_examples_per_s"][0] < 2.0
+    assert rows[(1, "all_data")]["time_over_ideal"] == [1.0]
+    assert isinstance(rows[(1, "soft")]["share_pass"], bool)
+
+
+# --------------------------------------------------------------------------- common
+
+def test_common_docstring_example():
+    failures, _ = doctest.testmod(common, verbose=False)
+    assert failures == 0
+
+
+def test_epoch_times_excludes_compilation_and_first_steps():
+    # Epoch 0: steps 1..4 at t = 10, 11, 12, 13 (step 1 compiled); epoch 1: steps 5..6 at 20, 22.
+    # Epoch 2: a single step (charged the median step time, 1.5 s); epoch 3: no step at all.
+    step_times = {1: 10.0, 2: 11.0, 3: 12.0, 4: 13.0, 5: 20.0, 6: 22.0, 7: 30.0}
+    evals = [{"epoch": 0, "step": 4, "time_scoring": 0.0, "time_selecting": 3.0},
+             {"epoch": 1, "step": 6, "time_scoring": 2.5, "time_selecting": 3.5},
+             {"epoch": 2, "step": 7, "time_scoring": 2.5, "time_selecting": 3.5},
+             {"epoch": 3, "step": 7, "time_scoring": 2.5, "time_selecting": 3.5}]
+    compiles = [("_plan", 2.5, 5.0), ("step", 7.0, 9.9), ("score", 2.0, 19.0), ("evaluate", 1.0, 14.0)]
+    rows = common.epoch_times(evals, step_times, compiles, batch_size=8)
+    assert rows[0]["steps_s"] == pytest.approx(4.0)          # 3 s for 3 steps, the first charged 1 s
+    assert rows[0]["selection_s"] == pytest.approx(0.5)      # 3.0 minus the 2.5 s compile of _plan
+    assert rows[1]["steps_s"] == pytest.approx(4.0)          # 2 s for 1 step, ×2
+    assert rows[1]["scoring_s"] == pytest.approx(0.5)        # 2.5 minus the 2.0 s compile of score
+    assert rows[1]["selection_s"] == pytest.approx(0.5)
+    assert rows[1]["train_time_s"] == pytest.approx(4.5 + 5.0)
+    assert rows[2]["steps_s"] == pytest.approx(1.5) and rows[3]["steps_s"] == 0.0
+    assert rows[3]["train_time_s"] == pytest.approx(4.5 + 5.0 + 1.5)
+
+
+def test_mean_std_and_formatting():
+    assert common.mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2.0)))
+    assert common.mean_std([5.0]) == (5.0, 0.0)
+    assert math.isnan(common.mean_std([float("nan")])[0])
+    assert common.fmt_mean_std([1.0, 3.0], 1) == "2.0 ± 1.4"
+    assert "1/2 not reached" in common.fmt_mean_std([1.0, float("nan")], 1)
+    assert common.verdict(True) == "PASS" and common.verdict(False) == "MISS"
+
+
+def test_flags_map_onto_config_fields(tmp_path):
+    config, args = common.parse_args(["--quick", "--epochs", "4", "--seeds", "3", "5", "--methods", "all_data",
+                                      "attent", "--out", str(tmp_path)], from_scratch.Config, from_scratch.QUICK,
+                                     from_scratch.__doc__)
+    assert config.epochs == 4 and config.seeds == (3, 5) and config.methods == ("all_data", "attent")
+    assert config.num_train == from_scratch.QUICK.num_train and args.out == str(tmp_path)
+    config, _ = common.parse_args(["--all-data", "false"], ablation.Config, ablation.QUICK, "")
+    assert config.all_data is False and config.num_train == ablation.Config().num_train
+
+
+def test_bad_values_end_with_exit_code_2(tmp_path, capsys):
+    assert from_scratch.main(["--quick", "--seeds", "1", "1", "--out", str(tmp_path)]) == 2
+    assert "seeds" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="ratios"):
+        sample_ratio.Config(ratios=(1.0, 1.5))
+    with pytest.raises(ValueError, match="devices"):
+        bench_training.Config(batch_size=20, devices=(1, 8))
+
+
+def test_compile_cache_restores_settings(tmp_path):
+    before = jax.config.jax_compilation_cache_dir
+    with common.compile_cache(str(tmp_path / "c")) as path:
+        assert jax.config.jax_compilation_cache_dir == path
+        jax.jit(lambda x: x * 2.0 + 1.0)(np.ones(3, np.float32)).block_until_ready()
+    assert jax.config.jax_compilation_cache_dir == before
+    assert os.listdir(tmp_path / "c")   # the compiled program was cached there
