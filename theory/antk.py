@@ -1,0 +1,206 @@
+"""The attention NTK is symmetric and positive (semi-)definite, and every implementation agrees (§4.2, App. A.4).
+
+Claim (paper eq. 15 and App. A.4): the ANTK
+K_θ(S, S')_{ij} = ⟨∂f_i(S)/∂θ, ∂f_j(S')/∂θ⟩ is "symmetric and positive
+definite". As a Gram matrix J Jᵀ of the Jacobian J (rows: every sequence ×
+element × output; columns: the P parameters) it is always symmetric and
+positive *semi*-definite; it is positive definite exactly when J has full row
+rank. For the single-layer learner that needs more than N·n·o ≤ P: f depends
+on W_Q and W_K only through the d×d product M = W_Q W_Kᵀ (the logits are
+c·S M Tᵀ), so the tangent space has dimension at most d·d_kv + d_kv·o however
+large d' is, and rank K ≤ d·d_kv + d_kv·o (paper learner: d(d + o)).
+
+Checks, in float64, over the learners of paper eq. 23 (the full run: the
+paper's learner, masked, cross, sequence-level, multi-head with W_O and o = 2 —
+the quick run: the paper's learner only), for the
+`attent_jax.ntk.empirical_ntk_fn` implementations "jacobian", "ntvp" and
+"analytic":
+
+- ``implementations = J Jᵀ``: every implementation equals the reference
+  J Jᵀ built here from `jax.jacrev` (independent of `attent_jax.ntk`), both for
+  K(X, X) and — on the paper's learner — for a pair K(X1, X2) with X1 ≠ X2
+  (max relative Frobenius error ≤ 1e-10).
+- ``symmetric``: ‖K − Kᵀ‖_F / ‖K‖_F ≤ 1e-10 for K(X, X).
+- ``PSD``: λ_min(K) / λ_max(K) ≥ −1e-10 (round-off only).
+- ``PD (paper learner, N·n·o ≤ d(d+o))``: λ_min / λ_max ≥ 1e-10 on the
+  paper's learner over as many sequences as fit under that rank bound: the
+  "positive definite" of the paper, where it can hold.
+- ``rank K ≤ d(d+o)``: the numerical rank (eigenvalues above 1e-10·λ_max) of
+  the paper learner's K(X, X), which has more rows than that, is at most
+  d(d + o) — although P = 2·d·d' + d·o is larger.
+
+Reported as data: the eigenvalue ratio of every case. The masked learner's
+kernel is singular once N > d: its first element's output f_0 = s_0 W_V does
+not depend on W_Q, W_K, so those N rows of J live in a d-dimensional space.
+
+Example:
+    >>> from theory import antk
+    >>> antk.run(antk.Config.quick()).passed
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import numpy as np
+
+from attent_jax.model import LearnerConfig, learner_fn
+from attent_jax.ntk import empirical_ntk_fn
+from theory.common import flat_jacobian, kernel_matrix, random_params, random_x
+from theory.report import Check, Report, float64, script_main
+
+CLAIM = "ANTK symmetric, positive (semi-)definite; jacobian/ntvp/analytic agree (eq. 15, App. A.4)"
+IMPLEMENTATIONS = ("jacobian", "ntvp", "analytic")
+PAPER = "paper learner"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    num_seqs: int = 6       # N: sequences in X (and in X2 for the pair kernel)
+    seq_len: int = 5        # n
+    kv_len: int = 4         # m (cross-attention)
+    d_in: int = 4           # d
+    d_qk: int = 8           # d'
+    cases: tuple[str, ...] = (PAPER, "masked", "cross", "sequence-level", "multihead+W_O")  # learners
+    tolerance: float = 1e-10  # agreement, symmetry and PSD round-off tolerance (float64)
+    seed: int = 0           # params and inputs
+
+    @classmethod
+    def quick(cls) -> "Config":
+        return cls(num_seqs=3, seq_len=4, kv_len=3, d_in=3, d_qk=6, cases=(PAPER,))
+
+
+def _learner(case: str, cfg: Config) -> tuple[LearnerConfig, tuple[int, ...]]:
+    """The learner and the traced output axes (none where o > 1, so the full kernel is compared)."""
+    base = dict(d_in=cfg.d_in, d_qk=cfg.d_qk)
+    extra = {PAPER: {}, "masked": dict(causal=True), "cross": dict(cross=True, d_kv=cfg.d_in + 1),
+             "sequence-level": dict(pool="mean"), "multihead+W_O": dict(num_heads=2, d_out=2, out_proj=True,
+                                                                        scale="sqrt")}
+    if case not in extra:
+        raise ValueError(f"Config.cases: got {case!r}, expected names from {sorted(extra)}")
+    lc = LearnerConfig(**base, **extra[case])
+    return lc, ((-1,) if lc.output_dim == 1 else ())
+
+
+@functools.lru_cache(maxsize=None)
+def _ntk_fn(lc: LearnerConfig, trace: tuple[int, ...], impl: str):
+    # Cached: each factory call jits anew, and verify may run this script twice in one process.
+    return empirical_ntk_fn(learner_fn(lc), trace_axes=trace, implementation=impl, learner_config=lc)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _reference(lc: LearnerConfig, params, x):
+    jac = flat_jacobian(learner_fn(lc), params, x)
+    return jac @ jac.T, jac.shape[1]
+
+
+def _concat(x1, x2):
+    if isinstance(x1, tuple):
+        return tuple(np.concatenate([np.asarray(a), np.asarray(b)]) for a, b in zip(x1, x2))
+    return np.concatenate([np.asarray(x1), np.asarray(x2)])
+
+
+def _rel(a, b) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def run(config: Config = Config()) -> Report:
+    rng = np.random.default_rng(config.seed)
+    agree, sym, eig_ratio, data = {}, {}, {}, {}
+    pd_ratio, pd_rows, rank = None, None, None
+    with float64():
+        for case in config.cases:
+            lc, trace = _learner(case, config)
+            params = random_params(lc, rng)
+            n = config.num_seqs
+            x1 = random_x(lc, rng, n, config.seq_len, config.kv_len)
+            x2 = random_x(lc, rng, n, config.seq_len, config.kv_len)
+            # One kernel over X = [X1; X2] holds K(X1, X1) and the pair block K(X1, X2).
+            x = _concat(x1, x2)
+            ref, num_params = _reference(lc, params, x)
+            ref = np.asarray(ref)
+            rows = ref.shape[0] // 2
+            data[case] = {"rows": ref.shape[0], "params": int(num_params)}
+            for impl in IMPLEMENTATIONS:
+                ntk = _ntk_fn(lc, trace, impl)
+                k = kernel_matrix(ntk(x, None, params))
+                agree[(case, impl)] = _rel(k, ref)
+                sym[(case, impl)] = float(np.linalg.norm(k - k.T) / np.linalg.norm(k))
+                eig = np.linalg.eigvalsh(0.5 * (k + k.T))
+                eig_ratio[(case, impl)] = float(eig[0] / eig[-1])
+                if case == PAPER:
+                    pair = kernel_matrix(ntk(x1, x2, params))
+                    agree[(case + " K(X1,X2)", impl)] = _rel(pair, ref[:rows, rows:])
+            data[case]["min_eig_over_max"] = {impl: eig_ratio[(case, impl)] for impl in IMPLEMENTATIONS}
+            if case == PAPER:
+                # PD can only hold up to the rank bound d(d + o): use that many rows of K(X1, X1).
+                bound = lc.d_in * (lc.d_in + lc.d_out)
+                pd_rows = (bound // (config.seq_len * lc.d_out)) * config.seq_len * lc.d_out
+                sub = ref[:pd_rows, :pd_rows]
+                eig = np.linalg.eigvalsh(0.5 * (sub + sub.T))
+                pd_ratio = float(eig[0] / eig[-1])
+                eig = np.linalg.eigvalsh(0.5 * (ref + ref.T))
+                rank = int(np.sum(eig > config.tolerance * eig[-1]))
+                data[case].update(pd_rows=pd_rows, pd_min_eig_over_max=pd_ratio, rank=rank, rank_bound=bound,
+                                  kernel_x1=ref[:rows, :rows], eigenvalues=eig[::-1])
+
+    def worst(d):
+        key = max(d, key=d.get)
+        return d[key], f"{key[0]} / {key[1]}"
+
+    tol = config.tolerance
+    value, where = worst(agree)
+    checks = [Check("implementations = J Jᵀ", value, tol, "<=",
+                    f"max rel. Frobenius error vs jax.jacrev Gram, {IMPLEMENTATIONS}; worst: {where}")]
+    value, where = worst(sym)
+    checks.append(Check("symmetric", value, tol, "<=", f"|K - Kᵀ|/|K|; worst: {where}"))
+    key = min(eig_ratio, key=eig_ratio.get)
+    checks.append(Check("PSD", eig_ratio[key], -tol, ">=", f"λ_min/λ_max; worst: {key[0]} / {key[1]}"))
+    notes = []
+    if pd_ratio is not None:
+        p = data[PAPER]
+        checks.append(Check("PD (paper learner, N·n·o ≤ d(d+o))", pd_ratio, tol, ">=",
+                            f"λ_min/λ_max of K over {p['pd_rows']} rows "
+                            f"(bound {p['rank_bound']}, P = {p['params']})"))
+        checks.append(Check("rank K ≤ d(d+o)", p["rank"], p["rank_bound"], "<=",
+                            f"numerical rank of K(X, X), {p['rows']} rows, P = {p['params']} parameters"))
+    singular = [c for c in config.cases if min(data[c]["min_eig_over_max"].values()) < tol]
+    if singular:
+        notes.append(f"singular (PSD, not PD) kernels on [X1; X2]: {singular}: more rows than the rank bound "
+                     f"(W_Q, W_K enter only through W_Q W_Kᵀ), or (masked) first elements independent of W_Q, W_K")
+    data["agreement"] = {f"{c} / {i}": v for (c, i), v in agree.items()}
+    return Report("antk", CLAIM, checks, data, notes=notes)
+
+
+def plot(report: Report, out_dir: str) -> list[str]:
+    """Heatmap of the paper learner's ANTK K(X1, X1) and the spectrum of K(X, X) against the rank bound."""
+    from theory.report import new_figure, save_figure
+
+    paper = report.data.get(PAPER)
+    if not paper:
+        return []
+    k, eig = np.asarray(paper["kernel_x1"]), np.asarray(paper["eigenvalues"])
+    fig, (a0, a1) = new_figure(1, 2, figsize=(9, 3.8))
+    im = a0.imshow(k, cmap="viridis")
+    fig.colorbar(im, ax=a0)
+    a0.set_title("ANTK of the paper learner, K(X1, X1) (rows: sequence × element)", fontsize=8)
+    a1.semilogy(np.arange(1, len(eig) + 1), np.maximum(np.abs(eig), 1e-20), "o-", ms=3)
+    a1.axvline(paper["rank_bound"] + 0.5, color="r", ls="--", label=f"rank bound d(d+o) = {paper['rank_bound']}")
+    a1.set_xlabel("index")
+    a1.set_ylabel("|eigenvalue| of K(X, X)")
+    a1.set_title(f"spectrum over {paper['rows']} rows, P = {paper['params']} parameters", fontsize=8)
+    a1.legend(fontsize=7)
+    return [save_figure(fig, out_dir, "antk")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    return script_main(sys.modules[__name__], argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
