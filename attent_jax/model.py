@@ -34,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -163,11 +164,8 @@ class AttentionLearner(nnx.Module):
         return {name: getattr(self, name)[...] for name in names}
 
     def __call__(self, s_Bxnxd, t_Bxmxd=None):
-        cfg = self.config
-        fn = lambda s, t: attend(self.params(), s, t, c=cfg.c, causal=cfg.causal, pool=cfg.pool)
-        if t_Bxmxd is None:
-            return jax.vmap(lambda s: fn(s, None))(s_Bxnxd)
-        return jax.vmap(fn)(s_Bxnxd, t_Bxmxd)
+        check_inputs(self.config, s_Bxnxd, t_Bxmxd)
+        return _apply_batch(self.config, self.params(), s_Bxnxd, t_Bxmxd)
 
 
 def functional(model: nnx.Module):
@@ -186,17 +184,24 @@ def functional(model: nnx.Module):
     return f, nnx.to_pure_dict(state)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _apply_batch(config: LearnerConfig, params: dict, s_Bxnxd, t_Bxmxd=None):
+    fn = lambda s, t: attend(params, s, t, c=config.c, causal=config.causal, pool=config.pool)
+    if t_Bxmxd is None:
+        return jax.vmap(lambda s: fn(s, None))(s_Bxnxd)
+    return jax.vmap(fn)(s_Bxnxd, t_Bxmxd)
+
+
 def learner_fn(config: LearnerConfig):
-    """The pure ``f(params, x)`` of a learner config, without building a module.
+    """The pure, jitted ``f(params, x)`` of a learner config, without building a module.
 
     Same numbers as `AttentionLearner`; cheaper to trace, since no graph is merged.
+    Shapes are checked on every call (values too, when ``x`` is concrete).
     """
     def f(params, x):
         s, t = x if isinstance(x, tuple) else (x, None)
-        fn = lambda s1, t1: attend(params, s1, t1, c=config.c, causal=config.causal, pool=config.pool)
-        if t is None:
-            return jax.vmap(lambda s1: fn(s1, None))(s)
-        return jax.vmap(fn)(s, t)
+        check_inputs(config, s, t)
+        return _apply_batch(config, params, s, t)
 
     return f
 

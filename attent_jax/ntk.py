@@ -6,7 +6,7 @@ for α, β indexing the outputs of ``f(params, x)`` (element × output channel f
 the attention learner). The API follows neural-tangents' ``empirical_ntk_fn`` so
 its users feel at home:
 
-- ``empirical_ntk_fn(f, trace_axes, diagonal_axes, implementation, batch_size,
+- ``empirical_ntk_fn(f, trace_axes, diagonal_axes, vmap_axes, implementation, batch_size,
   learner_config) -> ntk_fn(x1, x2=None, params)``; ``x2=None`` means ``x1``.
 - ``f(params, x)``: any function with pytree ``params``; ``x`` may be a pytree
   (e.g. the pair ``(s, t)`` of cross-attention) whose leaves all carry the batch
@@ -101,8 +101,9 @@ class Implementation(str, enum.Enum):
 PAIR, TRACE, DIAG = "pair", "trace", "diag"
 
 
-def empirical_ntk_fn(f: Callable | None, trace_axes=(-1,), diagonal_axes=(), implementation="jacobian",
-                     batch_size: int | None = None, learner_config: LearnerConfig | None = None):
+def empirical_ntk_fn(f: Callable | None, trace_axes=(-1,), diagonal_axes=(), vmap_axes=0,
+                     implementation="jacobian", batch_size: int | None = None,
+                     learner_config: LearnerConfig | None = None):
     """Build ``ntk_fn(x1, x2=None, params) -> K`` for the empirical NTK of ``f`` (paper eq. 13).
 
     Args:
@@ -111,6 +112,10 @@ def empirical_ntk_fn(f: Callable | None, trace_axes=(-1,), diagonal_axes=(), imp
       trace_axes: output axes (batch axis 0 excluded, negatives allowed) to trace
         over; the trace is divided by the product of their sizes (a mean).
       diagonal_axes: output axes on which to keep only the diagonal.
+      vmap_axes: where neural-tangents takes the batch axis of inputs and outputs;
+        here it is always axis 0 of every leaf of x and of the output, so only
+        0 (or None, read as 0) is accepted. Kept in neural-tangents' position so
+        positional calls carry over.
       implementation: "jacobian" | "ntvp" | "analytic" (or an `Implementation`).
       batch_size: compute the kernel in blocks of at most ``batch_size`` × ``batch_size``
         examples, written into the preallocated output, so that memory beyond
@@ -131,6 +136,9 @@ def empirical_ntk_fn(f: Callable | None, trace_axes=(-1,), diagonal_axes=(), imp
     except ValueError:
         raise ValueError(f"implementation: got {implementation!r}, expected one of "
                          f"{[i.value for i in Implementation]}") from None
+    if vmap_axes not in (0, None):
+        raise ValueError(f"vmap_axes: got {vmap_axes!r}, expected 0 (the batch is axis 0 of every input "
+                         "leaf and of the output)")
     trace_axes = _axes_tuple("trace_axes", trace_axes)
     diagonal_axes = _axes_tuple("diagonal_axes", diagonal_axes)
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):

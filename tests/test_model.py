@@ -90,3 +90,12 @@ def test_cross_attention_needs_matching_batches():
     cfg = LearnerConfig(d_in=4, d_qk=4, cross=True)
     with pytest.raises(ValueError, match="t: got shape"):
         check_inputs(cfg, np.ones((2, 3, 4)), np.ones((3, 3, 4)))
+
+
+@pytest.mark.parametrize("call", ["module", "pure"])
+def test_learner_call_rejects_bad_shapes_with_a_named_error(call):
+    cfg = LearnerConfig(d_in=4, d_qk=4)
+    model = AttentionLearner(cfg, rngs=nnx.Rngs(0))
+    f = model if call == "module" else (lambda x: learner_fn(cfg)(model.params(), x))
+    with pytest.raises(ValueError, match=r"s: got shape \(2, 5, 3\)"):
+        f(np.ones((2, 5, 3), np.float32))

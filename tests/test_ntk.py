@@ -108,7 +108,7 @@ def test_trace_and_diagonal_axes(x64, trace_axes, diagonal_axes, sub, shape):
     # diagonal and divided by its size; a diagonal pair keeps equal indices, once.
     size = np.prod([full.shape[2 * (a % 3)] for a in trace_axes]) if trace_axes else 1
     want = np.einsum(sub, np.asarray(full)) / size
-    got = empirical_ntk_fn(None, trace_axes, diagonal_axes, "analytic", learner_config=CONFIGS["causal"])(
+    got = empirical_ntk_fn(None, trace_axes, diagonal_axes, 0, "analytic", learner_config=CONFIGS["causal"])(
         x1, x2, params)
     assert got.shape == want.shape == shape
     assert _rel(got, want) <= 1e-10
@@ -192,6 +192,7 @@ def test_bad_inputs():
          params=_params(CONFIGS["cross"]))
     _bad(r"implementation: got 'fast'", factory=dict(implementation="fast"))
     _bad(r"learner_config: got None", factory=dict(implementation="analytic", learner_config=None))
+    _bad(r"vmap_axes: got 1", factory=dict(vmap_axes=1))
     _bad(r"trace_axes: .*batch axis 0", factory=dict(trace_axes=(0,)))
     _bad(r"trace_axes: got axis 3 .*\(2, 3, 1\)", factory=dict(trace_axes=(3,)))
     _bad(r"trace_axes: got 'x'", factory=dict(trace_axes="x"))
