@@ -226,6 +226,19 @@ def per_example_fn(kind: str, apply: Callable) -> Callable:
     return f
 
 
+def example_scores(score: str, loss_B, batch):
+    """What the teacher ranks: the per-example loss, or the discrepancy ‖f(S) − f*(S)‖ (paper eq. 21).
+
+    The regression loss is the mean squared error over an example's D outputs,
+    so the discrepancy is √(D · loss): the same order as the loss (hard selection
+    picks the same examples), but a different scale for the soft selector.
+    """
+    if score == "loss":
+        return loss_B
+    outputs_per_example = math.prod(batch["y"].shape[1:])
+    return jnp.sqrt(outputs_per_example * loss_B)
+
+
 def learning_rate(config: TrainConfig, clock: dict, planned_steps: int, epochs: int):
     """Linear warm-up then cosine decay, at the middle of the current step (see train_config's docstring).
 
@@ -407,7 +420,7 @@ class Trainer:
             params = optax.apply_updates(state["params"], jax.tree.map(lambda u: -lr * u, updates))
             teachers = list(state["teacher"])
             # The step's own per-example losses refresh the score table: scores for free.
-            teachers[si] = stage.teacher.update(teacher_state, idx_B, loss_B)
+            teachers[si] = stage.teacher.update(teacher_state, idx_B, example_scores(config.score, loss_B, batch))
             clock = dict(clock, step=clock["step"] + 1, pos=clock["pos"] + 1, stage_step=clock["stage_step"] + 1)
             loss = jnp.mean(loss_B)
             metrics = {"loss": loss, "accuracy": jnp.mean(acc_B), "lr": lr,
@@ -427,14 +440,18 @@ class Trainer:
         return (flat % n).reshape(c, self.eval_chunk), (flat < n).reshape(c, self.eval_chunk)
 
     def _make_score(self, si: int):
-        """A full scoring pass: every training example's loss, no gradients, written into the score table."""
-        stage = self.stages[si]
+        """A full scoring pass: every training example's score, no gradients, written into the score table."""
+        stage, config = self.stages[si], self.config
         per_example = per_example_fn(stage.kind, self._apply)
         n = stage.num_train
 
         def score(state, data):
             ids, _ = self._chunked(n)
-            losses = jax.lax.map(lambda idx: per_example(state["params"], self._gather(data, idx))[0], ids)
+            def chunk_scores(idx):
+                batch = self._gather(data, idx)
+                return example_scores(config.score, per_example(state["params"], batch)[0], batch)
+
+            losses = jax.lax.map(chunk_scores, ids)
             teachers = list(state["teacher"])
             teachers[si] = stage.teacher.update(teachers[si], jnp.arange(n, dtype=jnp.int32), losses.reshape(-1)[:n])
             return dict(state, teacher=teachers)

@@ -49,6 +49,7 @@ from attent_jax.teacher import REGIMES, TeacherConfig
 TASKS = ("teach", "mnist1d", "charlm", "arith")
 MODELS = ("attention", "encoder", "decoder")
 SELECTIONS = ("none",) + tuple(selection.SELECTORS)
+SCORES = ("loss", "discrepancy")
 LR_SCHEDULE_BY = ("steps", "epochs")
 
 # The model each task trains (the only one whose inputs and outputs fit it).
@@ -74,6 +75,7 @@ class TrainConfig:
     num_heads: int = 0             # attention heads; 0 = model default
     # -- AtteNT selection (attent_jax.teacher.TeacherConfig)
     selection: str = "soft"        # hard | soft | random | class_weight | none (all data: the baseline)
+    score: str = "loss"            # what the teacher ranks: loss (per-example training loss) | discrepancy (‖f(S) − f*(S)‖, teach task)
     regime: str = ""               # scratch | finetune | every_epoch | infobatch | full; "" = by task
     ratio: str | float = "incremental"  # ratio schedule fixed | incremental | cosine, or a fixed ratio in (0, 1]
     ratio_fixed: float = 0.7       # ratio of the "fixed" schedule (Appendix C fine-tuning: top 70%)
@@ -121,6 +123,10 @@ class TrainConfig:
         _one_of("task", self.task, TASKS)
         _one_of("model", self.model, ("",) + MODELS)
         _one_of("selection", self.selection, SELECTIONS)
+        _one_of("score", self.score, SCORES)
+        if self.score == "discrepancy" and self.task != "teach":
+            raise ValueError(f"score: got 'discrepancy' for task {self.task!r}, expected the regression task 'teach' "
+                             "(classification and LM tasks score by loss)")
         _one_of("regime", self.regime, ("",) + REGIMES)
         _one_of("lr_schedule_by", self.lr_schedule_by, LR_SCHEDULE_BY)
         if isinstance(ratio, str):

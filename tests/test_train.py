@@ -244,3 +244,22 @@ def test_distributed_init_only_with_cluster_env(monkeypatch):
     assert train.initialize_distributed() is False and not called
     monkeypatch.setenv("SLURM_NTASKS", "4")
     assert train.initialize_distributed() is True and called == [1]
+
+
+def test_discrepancy_scores_are_the_root_of_the_summed_squared_error():
+    import jax.numpy as jnp
+    from attent_jax.train import example_scores
+
+    err = jnp.array([[[1.0, 2.0], [2.0, 0.0]], [[0.0, 0.0], [3.0, 4.0]]])      # (B, n, o)
+    loss_B = jnp.mean(jnp.square(err).reshape(2, -1), axis=1)                   # the loop's regression loss
+    batch = {"y": jnp.zeros_like(err)}
+    np.testing.assert_allclose(example_scores("discrepancy", loss_B, batch), [3.0, 5.0], rtol=1e-6)
+    np.testing.assert_allclose(example_scores("loss", loss_B, batch), loss_B)
+
+
+def test_a_run_can_rank_by_discrepancy(tmp_path):
+    cfg = TrainConfig(**dict(CONFIG, epochs=2, checkpoint_every=1000, score="discrepancy"))
+    trainer = Trainer(cfg, str(tmp_path / "run"))
+    trainer.run()
+    scores = np.asarray(jax.device_get(trainer.final_state["teacher"][-1].scores_N))
+    assert np.all(np.isfinite(scores)) and np.all(scores >= 0)

@@ -134,6 +134,8 @@ BAD = [
     (["--task", "charlm", "--text-file", "/no/such/file.txt"], "text_file: got '/no/such/file.txt'"),
     (["--task", "charlm"], "text_file: got ''"),
     (["--task", "teach", "--batch-size", "0"], "batch_size: got 0"),
+    (["--task", "teach", "--score", "l2"], "score: got 'l2'"),
+    (["--task", "mnist1d", "--score", "discrepancy"], "score: got 'discrepancy'"),
     (["--task", "teach", "--epochs", "3"], "epochs: got 3, but workdir"),  # the folder holds epochs=2
 ]
 
