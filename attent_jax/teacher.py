@@ -39,6 +39,13 @@ from that epoch's training losses):
   an explicit `jax.device_get` (allowed under ``jax.transfer_guard("disallow")``).
 - ``full``: all data every epoch (the "w/o AtteNT" baseline).
 
+What a scoring pass scores (``rescore``): ``"all"`` (default, Algorithm 1:
+every discrepancy is re-evaluated) or ``"unselected"`` (our cheaper variant):
+only the examples outside the current subset, since those inside it were just
+scored by their own training steps (the table keeps those losses, at most one
+cycle old). `scoring_order` gives a loop the examples to score, first, and
+their count.
+
 Baselines on the same budget: the ``random`` and ``class_weight`` selectors in
 the ``scratch``/``finetune`` regimes give the same ``n_active`` sequence as
 ``hard``/``soft`` (it depends only on the schedule).
@@ -88,6 +95,7 @@ from attent_jax.validate import check_array, check_same_leading
 
 REGIMES = ("finetune", "scratch", "every_epoch", "infobatch", "full")
 EPOCH_KINDS = ("full", "select", "reuse", "infobatch")
+RESCORE = ("all", "unselected")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +116,8 @@ class TeacherConfig:
     greedy_full_scoring: bool = True     # every_epoch: re-score all before each selection (Algorithm 1)
     infobatch_prune_ratio: float = 0.5   # InfoBatch r: share of below-mean examples pruned per epoch
     infobatch_anneal: float = 0.125      # InfoBatch δ: the last share of epochs trains on all data
+    rescore: str = "all"                 # scoring passes score all (Algorithm 1) | unselected (cheaper: the subset's
+                                         # examples keep the losses of their own training steps)
     seed: int = 0                        # PRNG seed used by Teacher.init() when no key is given
 
     def __post_init__(self):
@@ -132,6 +142,7 @@ class TeacherConfig:
         one_of("selector", selection.SELECTORS)
         one_of("ratio_schedule", schedules.RATIO_SCHEDULES)
         one_of("interval_schedule", schedules.INTERVAL_SCHEDULES)
+        one_of("rescore", RESCORE)
         number("temperature", 0.0, math.inf, True, True)
         for name in ("ratio", "ratio_start", "ratio_end"):
             number(name, 0.0, 1.0, True, False)
@@ -408,6 +419,21 @@ class Teacher:
     def _plan(self, epoch: int, num_epochs: int) -> EpochPlan:
         schedules.progress(epoch, num_epochs)   # validates both
         return self.schedule(num_epochs)[epoch]
+
+    def scoring_order(self, state: TeacherState):
+        """The examples a scoring pass should score (jittable).
+
+        Returns ``(indices_N, count)``: int32 ``(N,)`` with the examples to score
+        first (ascending ids), and an int32 scalar ``count``. Score
+        ``indices_N[:count]`` in fixed-size chunks (mask the rest of the last
+        chunk) and hand the losses to `update`. With ``rescore="all"`` that is
+        every example; with ``"unselected"`` those outside ``selected_N``.
+        """
+        n = self.num_examples
+        if self.config.rescore == "all":
+            return jnp.arange(n, dtype=jnp.int32), jnp.asarray(n, jnp.int32)
+        return (jnp.argsort(state.selected_N, stable=True).astype(jnp.int32),
+                jnp.sum(jnp.logical_not(state.selected_N), dtype=jnp.int32))
 
     def update(self, state: TeacherState, idx_B, losses_B, valid_B=None) -> TeacherState:
         """Write per-example losses into the score table: ``scores_N[idx_B] = losses_B`` (jittable).

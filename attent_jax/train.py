@@ -445,15 +445,24 @@ class Trainer:
         per_example = per_example_fn(stage.kind, self._apply)
         n = stage.num_train
 
-        def score(state, data):
-            ids, _ = self._chunked(n)
-            def chunk_scores(idx):
-                batch = self._gather(data, idx)
-                return example_scores(config.score, per_example(state["params"], batch)[0], batch)
+        chunk = self.eval_chunk
+        n_pad = -(-n // chunk) * chunk
 
-            losses = jax.lax.map(chunk_scores, ids)
+        def score(state, data):
+            # The teacher names the examples to score (all, or only the unselected ones): their count is
+            # traced, so a loop over fixed-size chunks with a traced trip count never recompiles.
+            order_N, count = stage.teacher.scoring_order(state["teacher"][si])
+            order_P = order_N[jnp.arange(n_pad, dtype=jnp.int32) % n]   # padded by wrapping around
+
+            def body(c, teacher_state):
+                pos = c * chunk + jnp.arange(chunk, dtype=jnp.int32)
+                idx = jax.lax.dynamic_slice(order_P, (c * chunk,), (chunk,))
+                batch = self._gather(data, idx)
+                scores = example_scores(config.score, per_example(state["params"], batch)[0], batch)
+                return stage.teacher.update(teacher_state, idx, scores, valid_B=pos < count)
+
             teachers = list(state["teacher"])
-            teachers[si] = stage.teacher.update(teachers[si], jnp.arange(n, dtype=jnp.int32), losses.reshape(-1)[:n])
+            teachers[si] = jax.lax.fori_loop(0, (count + chunk - 1) // chunk, body, teachers[si])
             return dict(state, teacher=teachers)
 
         return jax.jit(score, in_shardings=(self.shardings, self._data_shardings(stage.train)),

@@ -89,6 +89,7 @@ class TrainConfig:
     normalize_scores: bool = False  # soft selection: divide losses by their std first
     full_epochs_per_cycle: int = 0  # scratch: all-data epochs closing each selection cycle
     greedy_full_scoring: bool = True  # every_epoch: re-score all examples before each selection
+    rescore: str = "all"           # a scoring pass scores all examples (paper) | unselected (cheaper variant)
     infobatch_prune_ratio: float = 0.5  # infobatch: share of below-mean examples pruned per epoch
     infobatch_anneal: float = 0.125  # infobatch: final share of epochs on all data
     # -- optimisation (AdamW, warm-up + cosine; Appendix C)
@@ -195,6 +196,7 @@ class TrainConfig:
             interval=self.interval_fixed if isinstance(interval, str) else int(interval),
             interval_min=self.interval_min, interval_max=self.interval_max,
             full_epochs_per_cycle=self.full_epochs_per_cycle, greedy_full_scoring=self.greedy_full_scoring,
+            rescore=self.rescore,
             infobatch_prune_ratio=self.infobatch_prune_ratio, infobatch_anneal=self.infobatch_anneal,
             seed=self.seed)
 

@@ -45,6 +45,9 @@ from experiments import common
 
 NAME = "bench_training"
 METHODS = ("all_data", "hard", "soft", "random", "class_weight")
+# soft_partial_rescore: Soft whose scoring passes score only the examples outside the current subset
+# (`rescore="unselected"`), the fix tried for the scoring share's miss; run with --methods.
+VARIANTS = ("soft_partial_rescore",)
 REGIMES = ("scratch", "every_epoch", "finetune")
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -71,7 +74,7 @@ class Config:
                 raise ValueError(f"{name}: got {getattr(self, name)!r}, expected an int >= 1")
         if self.regime not in REGIMES:
             raise ValueError(f"regime: got {self.regime!r}, expected one of {REGIMES}")
-        common.check_choices("methods", self.methods, METHODS)
+        common.check_choices("methods", self.methods, METHODS + VARIANTS)
         if not self.devices or any(d < 1 or self.batch_size % d for d in self.devices):
             raise ValueError(f"devices: got {self.devices!r}, expected device counts dividing batch_size "
                              f"{self.batch_size}")
@@ -87,6 +90,9 @@ QUICK = Config(num_train=400, num_test=200, epochs=3, batch_size=32, width=32, d
 def train_config(config: Config, method: str, seed: int):
     if method == "all_data":
         return common.mnist1d_config(config, seed, selection="none")
+    if method == "soft_partial_rescore":
+        return common.mnist1d_config(config, seed, selection="soft", regime=config.regime, ratio="incremental",
+                                     interval="incremental", rescore="unselected")
     return common.mnist1d_config(config, seed, selection=method, regime=config.regime,
                                  ratio="incremental", interval="incremental")
 

@@ -183,3 +183,14 @@ def test_compile_cache_restores_settings(tmp_path):
         jax.jit(lambda x: x * 2.0 + 1.0)(np.ones(3, np.float32)).block_until_ready()
     assert jax.config.jax_compilation_cache_dir == before
     assert os.listdir(tmp_path / "c")   # the compiled program was cached there
+
+
+def test_variants_change_only_what_they_name():
+    base = from_scratch.train_config(from_scratch.QUICK, "attent", 0)
+    assert from_scratch.train_config(from_scratch.QUICK, "attent_long", 0) == \
+        base.__class__(**{**base.to_dict(), "epochs": from_scratch.QUICK.attent_epochs})
+    assert from_scratch.train_config(from_scratch.QUICK, "attent_partial_rescore", 0) == \
+        base.__class__(**{**base.to_dict(), "rescore": "unselected"})
+    soft = bench_training.train_config(bench_training.QUICK, "soft", 0)
+    assert bench_training.train_config(bench_training.QUICK, "soft_partial_rescore", 0) == \
+        soft.__class__(**{**soft.to_dict(), "rescore": "unselected"})

@@ -296,3 +296,24 @@ def test_infobatch_plan_epoch_outputs():
             np.testing.assert_array_equal(w[active & below], 2.0)
             np.testing.assert_array_equal(w[~below], 1.0)
     assert min(n for _, _, n in out) < 20
+
+
+def test_scoring_order_names_all_or_only_the_unselected_examples():
+    n = 12
+    losses = jnp.arange(n, dtype=jnp.float32)
+    for rescore in ("all", "unselected"):
+        teacher = Teacher(TeacherConfig.paper_finetune(ratio=0.5, rescore=rescore), num_examples=n)
+        state = teacher.update(teacher.init(jax.random.key(0)), jnp.arange(n), losses)
+        state, _, _, n_active = teacher.plan_epoch(state, 1, 3)       # hard top-6: examples 6..11
+        idx_N, count = teacher.scoring_order(state)
+        assert sorted(np.asarray(idx_N).tolist()) == list(range(n))
+        if rescore == "all":
+            assert int(count) == n
+        else:
+            assert int(count) == n - n_active == 6
+            assert np.asarray(idx_N[:6]).tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_unknown_rescore_is_named():
+    with pytest.raises(ValueError, match="rescore: got 'some'"):
+        TeacherConfig(rescore="some")

@@ -263,3 +263,20 @@ def test_a_run_can_rank_by_discrepancy(tmp_path):
     trainer.run()
     scores = np.asarray(jax.device_get(trainer.final_state["teacher"][-1].scores_N))
     assert np.all(np.isfinite(scores)) and np.all(scores >= 0)
+
+
+@pytest.mark.parametrize("rescore", ["all", "unselected"])
+def test_scoring_pass_rescores_what_the_teacher_names(tmp_path, rescore):
+    cfg = TrainConfig(**dict(CONFIG, epochs=2, checkpoint_every=1000, rescore=rescore))
+    trainer = Trainer(cfg, str(tmp_path / "run"))
+    trainer.run()
+    state = jax.tree.map(jnp.copy, trainer.final_state)       # the scoring pass donates its input
+    before = jax.device_get(state["teacher"][-1])
+    stage = trainer.stages[-1]
+    data = {k: trainer._put(v) for k, v in stage.train.items()}
+    after = jax.device_get(trainer._make_score(len(trainer.stages) - 1)(state, data)["teacher"][-1])
+    loss_N, _ = train.per_example_fn(stage.kind, trainer._apply)(trainer.final_state["params"], stage.train)
+    changed_N = np.ones(64, bool) if rescore == "all" else ~before.selected_N
+    assert changed_N.sum() == (64 if rescore == "all" else 32)   # every_epoch at ratio 0.5 selects 32 of 64
+    np.testing.assert_allclose(after.scores_N[changed_N], np.asarray(loss_N)[changed_N], rtol=1e-5)
+    np.testing.assert_array_equal(after.scores_N[~changed_N], before.scores_N[~changed_N])
