@@ -68,6 +68,9 @@ from attent_jax.transformer import (DecoderConfig, EncoderConfig, classification
                                     greedy_decode, lm_accuracy, lm_losses, make_model)
 
 CONFIG_FILE = "config.json"
+# Fields that change only what a run shows or how often it saves, never its numbers (resume is bitwise
+# whatever they are), so a run may be resumed with other values; config.json keeps the first ones.
+RESUME_MAY_CHANGE = ("progress_bar", "log_every", "checkpoint_every", "keep_checkpoints")
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -374,7 +377,7 @@ class Trainer:
                 raise ValueError(f"workdir: {path} is not a TrainConfig ({err}); use another workdir") from None
             new = self.config.to_dict()
             for key in new:
-                if saved.get(key) != new[key]:
+                if key not in RESUME_MAY_CHANGE and saved.get(key) != new[key]:
                     raise ValueError(f"{key}: got {new[key]!r}, but workdir {self.workdir} holds a run with "
                                      f"{key}={saved.get(key)!r}; resume with the same config or use another workdir")
         else:

@@ -280,3 +280,13 @@ def test_scoring_pass_rescores_what_the_teacher_names(tmp_path, rescore):
     assert changed_N.sum() == (64 if rescore == "all" else 32)   # every_epoch at ratio 0.5 selects 32 of 64
     np.testing.assert_allclose(after.scores_N[changed_N], np.asarray(loss_N)[changed_N], rtol=1e-5)
     np.testing.assert_array_equal(after.scores_N[~changed_N], before.scores_N[~changed_N])
+
+
+def test_resume_may_change_display_fields_but_not_the_numbers(tmp_path):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    cfg = TrainConfig(**dict(CONFIG, epochs=2))
+    (workdir / train.CONFIG_FILE).write_text(cfg.to_json())
+    Trainer(TrainConfig(**dict(CONFIG, epochs=2, progress_bar=True, log_every=7, checkpoint_every=3)), str(workdir))
+    with pytest.raises(ValueError, match="learning_rate: got 0.5, but workdir"):
+        Trainer(TrainConfig(**dict(CONFIG, epochs=2, learning_rate=0.5)), str(workdir))

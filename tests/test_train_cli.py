@@ -137,6 +137,7 @@ BAD = [
     (["--task", "teach", "--score", "l2"], "score: got 'l2'"),
     (["--task", "mnist1d", "--score", "discrepancy"], "score: got 'discrepancy'"),
     (["--task", "teach", "--epochs", "3"], "epochs: got 3, but workdir"),  # the folder holds epochs=2
+    (["--task", "teach", "--rescore", "some"], "rescore: got 'some'"),
 ]
 
 
