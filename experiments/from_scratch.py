@@ -80,6 +80,7 @@ class Config:
     depth: int = 0                  # encoder blocks; 0 = the library default (2)
     num_heads: int = 0              # attention heads; 0 = the library default (4)
     attent_ratio: str = "incremental"  # AtteNT's ratio schedule from 0.2 to 0.8: incremental | cosine
+    attent_temperature: float = 1.0  # Soft selector temperature of the AtteNT methods (1 = the paper's softmax(loss))
     attent_epochs: int = 30         # epochs of the attent_long variant (not among the default methods)
     seeds: tuple = (0, 1, 2)        # training seeds (model init, teacher, data order)
     methods: tuple = METHODS        # methods to run (all_data is needed for the targets)
@@ -95,6 +96,8 @@ class Config:
             raise ValueError(f"epochs: got {self.epochs}, expected >= 2 (epoch 0 always trains on all data)")
         if self.attent_ratio not in ("incremental", "cosine"):
             raise ValueError(f"attent_ratio: got {self.attent_ratio!r}, expected 'incremental' or 'cosine'")
+        if not self.attent_temperature > 0:
+            raise ValueError(f"attent_temperature: got {self.attent_temperature!r}, expected a number > 0")
         common.check_seeds(self.seeds)
         common.check_choices("methods", self.methods, METHODS + VARIANTS)
 
@@ -106,15 +109,18 @@ def train_config(config: Config, method: str, seed: int):
     """The `TrainConfig` of one method and seed."""
     if method == "all_data":
         return common.mnist1d_config(config, seed, selection="none")
+    # Every AtteNT method and its random control share the paper's scratch schedule (Soft, ratio 20% -> 80%,
+    # growing interval); the variants change one thing each.
+    scratch = dict(selection="soft", regime="scratch", ratio=config.attent_ratio, interval="incremental",
+                   temperature=config.attent_temperature)
     if method == "attent_long":
-        return common.mnist1d_config(config, seed, selection="soft", regime="scratch", ratio=config.attent_ratio,
-                                     interval="incremental", epochs=config.attent_epochs)
+        return common.mnist1d_config(config, seed, **scratch, epochs=config.attent_epochs)
     if method == "attent_partial_rescore":
-        return common.mnist1d_config(config, seed, selection="soft", regime="scratch", ratio=config.attent_ratio,
-                                     interval="incremental", rescore="unselected")
-    if method in ("attent", "random"):
-        return common.mnist1d_config(config, seed, selection="soft" if method == "attent" else "random",
-                                     regime="scratch", ratio=config.attent_ratio, interval="incremental")
+        return common.mnist1d_config(config, seed, **scratch, rescore="unselected")
+    if method == "attent":
+        return common.mnist1d_config(config, seed, **scratch)
+    if method == "random":
+        return common.mnist1d_config(config, seed, **dict(scratch, selection="random"))
     # The infobatch regime prunes by its own rule; the selector named here is unused.
     return common.mnist1d_config(config, seed, selection="soft", regime="infobatch")
 

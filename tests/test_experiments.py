@@ -194,3 +194,12 @@ def test_variants_change_only_what_they_name():
     soft = bench_training.train_config(bench_training.QUICK, "soft", 0)
     assert bench_training.train_config(bench_training.QUICK, "soft_partial_rescore", 0) == \
         soft.__class__(**{**soft.to_dict(), "rescore": "unselected"})
+
+
+def test_attent_temperature_reaches_the_soft_selector_only():
+    import dataclasses
+    config = dataclasses.replace(from_scratch.QUICK, attent_temperature=0.25)
+    assert from_scratch.train_config(config, "attent", 0).temperature == 0.25
+    assert from_scratch.train_config(from_scratch.QUICK, "attent", 0).temperature == 1.0
+    with pytest.raises(ValueError, match="attent_temperature: got 0.0"):
+        dataclasses.replace(from_scratch.QUICK, attent_temperature=0.0)
