@@ -42,8 +42,8 @@ from that epoch's training losses):
 What a scoring pass scores (``rescore``): ``"all"`` (default, Algorithm 1:
 every discrepancy is re-evaluated) or ``"unselected"`` (our cheaper variant):
 only the examples outside the current subset, since those inside it were just
-scored by their own training steps (the table keeps those losses, at most one
-cycle old). `scoring_order` gives a loop the examples to score, first, and
+scored by their own training steps (the table keeps those losses, from each
+example's latest step). `scoring_order` gives a loop the examples to score, first, and
 their count.
 
 Baselines on the same budget: the ``random`` and ``class_weight`` selectors in
@@ -280,8 +280,9 @@ class Teacher:
     ``state, idx_N, w_N, n = teacher.plan_epoch(state, epoch, num_epochs)`` and
     train on ``idx_N[:n]`` with per-example loss weights ``w_N[batch_idx]``;
     after each step ``state = teacher.update(state, batch_idx, per_example_losses)``.
-    Before `plan_epoch`, run a forward pass over all N examples feeding `update`
-    whenever ``teacher.needs_full_scoring(epoch, num_epochs)``.
+    Before `plan_epoch`, run a forward pass feeding `update` whenever
+    ``teacher.needs_full_scoring(epoch, num_epochs)``: over all N examples, or
+    over those `scoring_order` names (``rescore="unselected"``).
     """
 
     def __init__(self, config: TeacherConfig, num_examples: int, labels=None):

@@ -28,7 +28,8 @@ Run:
     python -m experiments.bench_training           # full: 10k examples, 10 epochs, 5 methods × {1, 8} devices
     python -m experiments.bench_training --quick   # smoke test
 Run time on a 2-core CPU: ``--quick`` 95 s (measured standalone, compilation included, on a machine
-shared with other jobs, load ≈ 5); full mode measured 8 min (10 runs, half of them on 8 simulated devices, machine load 3–5).
+shared with other jobs, load ≈ 5); full mode measured 8 min (10 runs, half of them on 8 simulated
+devices, machine load 3–5).
 """
 
 from __future__ import annotations

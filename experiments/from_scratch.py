@@ -41,8 +41,8 @@ Run:
     python -m experiments.from_scratch            # full: 20k examples, 20 epochs, seeds 0 1 2
     python -m experiments.from_scratch --quick    # smoke test
 Run time on a 2-core CPU: ``--quick`` 52 s (measured standalone, compilation included, on a machine
-shared with other jobs, load ≈ 5); full mode measured 19 min (12 runs: 4 methods × 3 seeds, machine load 3–5; ~15 s of each is MNIST-1D
-generation).
+shared with other jobs, load ≈ 5); full mode measured 19 min (12 runs: 4 methods × 3 seeds, machine
+load 3–5; ~15 s of each is MNIST-1D generation).
 """
 
 from __future__ import annotations
