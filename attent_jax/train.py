@@ -7,8 +7,9 @@ writes the per-example losses of its own forward pass back into that table (so
 scores come for free), and a full scoring pass runs only when the teacher's
 schedule asks for one (``teacher.needs_full_scoring``).
 
-Sections: mesh · tasks and stages · state and shardings · the trainer (jitted
-functions, the loop) · the session's bookkeeping and logs.
+Sections: tasks and stages · state · the trainer (jitted functions, the loop).
+The mesh and the state's shardings are in `attent_jax.mesh`, the host-side
+bookkeeping and logs in `attent_jax.run_log`.
 
 Parallelism: one `Mesh` with a single "data" axis over all devices (of all
 hosts). The batch, the scoring pass and the evaluation are split over "data";
@@ -61,7 +62,10 @@ from jax.sharding import PartitionSpec as P
 from attent_jax import data as data_lib
 from attent_jax import tasks as tasks_lib
 from attent_jax.checkpoint import Checkpointer, abstract_like
+from attent_jax.mesh import check_batch_divisible, initialize_distributed, make_mesh, state_shardings
 from attent_jax.model import AttentionLearner, LearnerConfig
+from attent_jax.run_log import NonFiniteLossError  # noqa: F401  (raised by train_and_evaluate; import it from here)
+from attent_jax.run_log import MetricsLog, Session, warn_once, write_atomic
 from attent_jax.teacher import Teacher, TeacherConfig
 from attent_jax.train_config import TrainConfig
 from attent_jax.transformer import (DecoderConfig, EncoderConfig, classification_correct, classification_losses,
@@ -75,48 +79,6 @@ METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
 CHECKPOINT_DIR = "checkpoints"
 
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN/Inf loss or parameters; the run stopped, its last checkpoint is good."""
-
-
-# =========================================================================== mesh
-
-# Environment variables that say "this process is one of several": only then is
-# jax.distributed.initialize() called (it auto-detects the rest from them).
-_CLUSTER_ENV = {"JAX_COORDINATOR_ADDRESS": None, "SLURM_NTASKS": int, "OMPI_COMM_WORLD_SIZE": int,
-                "MEGASCALE_NUM_SLICES": int, "TPU_WORKER_HOSTNAMES": lambda v: len(v.split(","))}
-_distributed_done = False
-
-
-def initialize_distributed() -> bool:
-    """Call `jax.distributed.initialize()` when cluster variables announce several processes.
-
-    Must run before JAX touches a device. Returns whether it initialized.
-    A single-process run (no such variable, or a count of 1) is left alone.
-    """
-    global _distributed_done
-    if _distributed_done:
-        return True
-    for name, count in _CLUSTER_ENV.items():
-        value = os.environ.get(name)
-        if value and (count is None or count(value) > 1):
-            jax.distributed.initialize()
-            _distributed_done = True
-            return True
-    return False
-
-
-def make_mesh(devices=None) -> Mesh:
-    """A 1-D mesh with axis "data" over `devices` (default: every device of every process)."""
-    devices = jax.devices() if devices is None else devices
-    return Mesh(np.asarray(devices), ("data",))
-
-
-def check_batch_divisible(batch_size: int, num_devices: int, name: str = "batch_size") -> None:
-    if batch_size % num_devices:
-        raise ValueError(f"{name}: got {batch_size}, expected a multiple of the device count {num_devices} "
-                         f"(each device takes an equal share of the batch)")
 
 
 # =========================================================================== tasks and stages
@@ -273,45 +235,9 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     return optax.chain(*parts)
 
 
-# =========================================================================== state and shardings
+# =========================================================================== state
 
 _CLOCK = ("step", "stage", "epoch", "pos", "steps_in_epoch", "stage_step", "planned")
-
-
-def _fsdp_spec(shape, num_devices: int, min_size: int) -> P:
-    """Split the largest axis the device count divides; small or indivisible arrays stay whole."""
-    if math.prod(shape) < min_size:
-        return P()
-    axes = sorted((n, i) for i, n in enumerate(shape) if n % num_devices == 0)
-    if not axes:
-        return P()
-    spec = [None] * len(shape)
-    spec[axes[-1][1]] = "data"
-    return P(*spec)
-
-
-def state_shardings(abstract_state: dict, mesh: Mesh, *, fsdp: bool, fsdp_min_size: int) -> dict:
-    """The `NamedSharding` of every state leaf on `mesh`.
-
-    - params, opt: P() — a full copy on every device (data parallelism); with
-      fsdp, arrays of ≥ fsdp_min_size elements get P(None, "data", ...) on their
-      largest axis divisible by the device count: each device holds one slice,
-      and XLA gathers it when a step needs the whole array. Adam's moments have
-      their parameter's shape, so they are split the same way.
-    - teacher, order, rng, clock: P() — the score table and data order have one
-      small entry per example; every device reads them to gather its batch.
-    """
-    replicated = NamedSharding(mesh, P())
-
-    def param_sharding(x):
-        if not fsdp or not getattr(x, "shape", ()):
-            return replicated
-        return NamedSharding(mesh, _fsdp_spec(x.shape, mesh.size, fsdp_min_size))
-
-    out = {k: jax.tree.map(lambda _: replicated, v) for k, v in abstract_state.items()}
-    out["params"] = jax.tree.map(param_sharding, abstract_state["params"])
-    out["opt"] = jax.tree.map(param_sharding, abstract_state["opt"])
-    return out
 
 
 # =========================================================================== the trainer
@@ -536,19 +462,19 @@ class Trainer:
             os.makedirs(self.workdir, exist_ok=True)
             config_path = os.path.join(self.workdir, CONFIG_FILE)
             if not os.path.exists(config_path):
-                _write_atomic(config_path, config.to_json() + "\n")
+                write_atomic(config_path, config.to_json() + "\n")
         ckpt = Checkpointer(os.path.join(self.workdir, CHECKPOINT_DIR), keep=config.keep_checkpoints)
-        log = _MetricsLog(os.path.join(self.workdir, METRICS_FILE), enabled=main)
+        log = MetricsLog(os.path.join(self.workdir, METRICS_FILE), enabled=main)
         try:
             return self._run(ckpt, log, on_step)
         finally:
             ckpt.close()
             log.close()
 
-    def _run(self, ckpt: Checkpointer, log: "_MetricsLog", on_step) -> dict:
+    def _run(self, ckpt: Checkpointer, log: "MetricsLog", on_step) -> dict:
         restored = self.restore(ckpt)
         state, meta = (self.init_state(), {}) if restored is None else restored
-        run = _Session(self, ckpt, log, jax.device_get(state["clock"]), meta, resumed=restored is not None)
+        run = Session(self, ckpt, log, jax.device_get(state["clock"]), meta, resumed=restored is not None)
         train_data = [{k: self._put(v) for k, v in s.train.items()} for s in self.stages]
         test_data = [{k: self._put(v) for k, v in s.test.items()} for s in self.stages]
         decode_data = [s.decode and (self._put(s.decode["prompts"]), self._put(s.decode["prompt_lens"]))
@@ -578,11 +504,11 @@ class Trainer:
                   "time_scoring": run.totals["time_scoring"], "time_selecting": run.totals["time_selecting"],
                   "num_devices": self.mesh.size, "examples_per_s": run.throughput(), **last_eval}
         if jax.process_index() == 0:
-            _write_atomic(os.path.join(self.workdir, RESULTS_FILE), json.dumps(result, indent=2) + "\n")
+            write_atomic(os.path.join(self.workdir, RESULTS_FILE), json.dumps(result, indent=2) + "\n")
         self.final_state = state
         return result
 
-    def _train_epoch(self, state, run: "_Session", si: int, train_step, data, on_step):
+    def _train_epoch(self, state, run: "Session", si: int, train_step, data, on_step):
         """The epoch's remaining steps: metrics fetched every log_every steps, checkpoints every checkpoint_every."""
         config, stage, clock = self.config, self.stages[si], run.clock
         run.start_window()
@@ -607,7 +533,7 @@ class Trainer:
         run.stop_timer()
         return state
 
-    def _advance(self, state, run: "_Session", si: int, epoch: int):
+    def _advance(self, state, run: "Session", si: int, epoch: int):
         """Move the clock to the start of the next epoch (or stage), so that a resumed run begins by planning it."""
         clock = run.clock
         if epoch + 1 == self.stages[si].epochs and si + 1 < len(self.stages):
@@ -621,7 +547,7 @@ class Trainer:
         clock.update(pos=0, planned=0, steps_in_epoch=0)
         return self._with_clock(state, **clock)
 
-    def _plan_epoch(self, state, run: "_Session", si: int, epoch: int, score, data):
+    def _plan_epoch(self, state, run: "Session", si: int, epoch: int, score, data):
         """Score all examples (if the schedule asks), let the teacher plan the epoch, and set the clock."""
         stage, B = self.stages[si], self.config.batch_size
         if stage.teacher.needs_full_scoring(epoch, stage.epochs):
@@ -640,7 +566,7 @@ class Trainer:
         run.totals["time_selecting"] += time.perf_counter() - t0
         run.n_active, steps = int(n_active), int(n_active) // B
         if steps == 0:
-            _warn_once(f"stage {stage.name!r} epoch {epoch}: {n_active} selected examples are fewer than "
+            warn_once(f"stage {stage.name!r} epoch {epoch}: {n_active} selected examples are fewer than "
                        f"batch_size={B}; the epoch trains no step (partial batches are dropped)")
         run.clock.update(planned=1, pos=0, steps_in_epoch=steps)
         return self._with_clock(state, planned=1, pos=0, steps_in_epoch=steps)
@@ -683,192 +609,3 @@ def restore_params(workdir: str):
     if restored is None:
         raise ValueError(f"workdir: {workdir!r} holds no intact checkpoint")
     return restored[0]["params"]
-
-
-# =========================================================================== logs
-
-class _Session:
-    """Host-side bookkeeping of one `Trainer.run`: the clock mirror, counters, timers, logs and checkpoints.
-
-    The device state holds the authoritative clock; this mirror lets the loop
-    decide what to do next without fetching it. Counters that are not part of
-    the training state (wall time, examples seen, scoring/selection time, the
-    running epoch loss) travel in each checkpoint's JSON meta.
-    """
-
-    def __init__(self, trainer: Trainer, ckpt: Checkpointer, log: "_MetricsLog", clock: dict, meta: dict,
-                 resumed: bool):
-        self.trainer, self.ckpt, self.log = trainer, ckpt, log
-        self.clock = {k: int(v) for k, v in clock.items()}
-        log.truncate_after(self.clock["step"] if resumed else -1)
-        self.totals = {k: float(meta.get(k, 0.0)) for k in ("wall_time", "time_scoring", "time_selecting")}
-        self.examples_seen = int(meta.get("examples_seen", 0))
-        self.n_active = int(meta.get("n_active", 0))
-        self.last_saved = self.clock["step"] if resumed else None
-        # Training losses of the current epoch so far, for the epoch-mean in its eval record.
-        self.epoch_loss = {"sum": 0.0, "count": 0}
-        if self.clock["planned"]:  # resumed mid-epoch
-            self.epoch_loss.update(meta.get("epoch_loss", {}))
-        self._start = time.perf_counter() - self.totals["wall_time"]
-        self.pending: list = []  # per-step metrics still on device
-        self._window = {"t": time.perf_counter(), "examples": 0}
-        self._timed = {"examples": 0, "seconds": 0.0, "since": None}
-        total = sum(sum(p) for p in trainer.planned)
-        self.bar = _progress_bar(trainer.config.progress_bar and jax.process_index() == 0, total, self.clock["step"])
-
-    def wall(self) -> float:
-        return time.perf_counter() - self._start
-
-    def start_window(self) -> None:
-        self._window.update(t=time.perf_counter(), examples=0)
-
-    def start_timer(self) -> None:
-        self._timed["since"] = time.perf_counter()
-
-    def stop_timer(self) -> None:
-        if self._timed["since"] is not None:
-            self._timed["seconds"] += time.perf_counter() - self._timed["since"]
-            self._timed["since"] = None
-
-    def throughput(self) -> float | None:
-        """Training examples per second over this session's steps, excluding each epoch's first (compiling) one."""
-        return self._timed["examples"] / self._timed["seconds"] if self._timed["seconds"] else None
-
-    def step_done(self, metrics, compiled: bool) -> None:
-        batch = self.trainer.config.batch_size
-        self.pending.append(metrics)
-        self.clock.update(step=self.clock["step"] + 1, pos=self.clock["pos"] + 1,
-                          stage_step=self.clock["stage_step"] + 1)
-        self.examples_seen += batch
-        self._window["examples"] += batch
-        if compiled:
-            self._timed["examples"] += batch
-        self.bar.update(1)
-
-    def save(self, state) -> None:
-        meta = dict(self.totals, wall_time=self.wall(), examples_seen=self.examples_seen, n_active=self.n_active,
-                    epoch_loss=dict(self.epoch_loss))
-        self.ckpt.save(self.clock["step"], state, meta)
-        self.last_saved = self.clock["step"]
-
-    def flush(self, stage: Stage) -> None:
-        """Fetch the pending metrics (explicitly), stop on NaN/Inf, log a record and update the bar."""
-        if not self.pending:
-            return
-        values = jax.device_get(self.pending)
-        self.pending.clear()
-        bad = [i for i, v in enumerate(values) if not bool(v["finite"])]
-        if bad:
-            step = self.clock["step"] - len(values) + bad[0] + 1
-            where = (f"the last good checkpoint is step {self.last_saved} in {self.ckpt.directory}"
-                     if self.last_saved is not None else "no checkpoint was saved")
-            raise NonFiniteLossError(
-                f"training loss became {float(values[bad[0]]['loss'])} (or the parameters non-finite) at step {step}, "
-                f"epoch {self.clock['epoch']}; stopped: {where}. Lower --learning-rate "
-                f"(got {self.trainer.config.learning_rate}) or set --grad-clip.")
-        now = time.perf_counter()
-        rate = self._window["examples"] / max(now - self._window["t"], 1e-9)
-        self._window.update(t=now, examples=0)
-        for v in values:  # one at a time: the same sum whatever the flush boundaries
-            self.epoch_loss["sum"] += float(v["loss"])
-            self.epoch_loss["count"] += 1
-        loss = float(np.mean([v["loss"] for v in values]))
-        acc = float(np.mean([v["accuracy"] for v in values]))
-        selected = self.n_active / stage.num_train
-        record = {"event": "train", "step": self.clock["step"], "stage": stage.name, "epoch": self.clock["epoch"],
-                  "wall_time": self.wall(), "examples_seen": self.examples_seen, "train_loss": loss,
-                  "lr": float(values[-1]["lr"]), "fraction_selected": selected, "examples_per_s": rate,
-                  **self._timings()}
-        postfix = {"loss": f"{loss:.4g}", "sel": f"{selected:.0%}", "ex/s": f"{rate:.0f}"}
-        if stage.kind != "regression":
-            record["train_accuracy"] = acc
-            postfix["acc"] = f"{acc:.3f}"
-        self.log.write(record)
-        self.bar.set_postfix(postfix, refresh=False)
-
-    def log_eval(self, stage: Stage, epoch: int, metrics: dict) -> None:
-        record = {"event": "eval", "step": self.clock["step"], "stage": stage.name, "epoch": epoch,
-                  "wall_time": self.wall(), "examples_seen": self.examples_seen,
-                  "fraction_selected": self.n_active / stage.num_train, **self._timings(), **metrics}
-        if self.epoch_loss["count"]:
-            record["train_loss"] = self.epoch_loss["sum"] / self.epoch_loss["count"]
-        self.epoch_loss.update(sum=0.0, count=0)
-        self.log.write(record)
-        self.bar.write(_eval_line(record))
-
-    def _timings(self) -> dict:
-        return {"time_scoring": self.totals["time_scoring"], "time_selecting": self.totals["time_selecting"]}
-
-
-class _MetricsLog:
-    """Append-only JSON lines; a resumed run first drops records newer than its checkpoint."""
-
-    def __init__(self, path: str, enabled: bool):
-        self.path, self.enabled, self._file = path, enabled, None
-
-    def truncate_after(self, step: int) -> None:
-        if not self.enabled:
-            return
-        kept = []
-        if os.path.exists(self.path):
-            with open(self.path) as f:
-                for line in f:
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # a line cut short by a kill
-                    if record.get("step", 0) <= step:
-                        kept.append(line if line.endswith("\n") else line + "\n")
-        _write_atomic(self.path, "".join(kept))
-        self._file = open(self.path, "a")
-
-    def write(self, record: dict) -> None:
-        if self._file is not None:
-            self._file.write(json.dumps(record) + "\n")
-            self._file.flush()
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def _eval_line(record: dict) -> str:
-    parts = [f"{record['stage']} epoch {record['epoch'] + 1}: eval_loss {record['eval_loss']:.4f}"]
-    for key in ("eval_accuracy", "exact_match"):
-        if key in record:
-            parts.append(f"{key} {record[key]:.3f}")
-    parts.append(f"selected {record['fraction_selected']:.0%}")
-    return ", ".join(parts)
-
-
-_warned: set = set()
-
-
-def _warn_once(message: str) -> None:
-    import warnings
-    if message not in _warned:
-        _warned.add(message)
-        warnings.warn(message, stacklevel=3)
-
-
-class _NoBar:
-    def update(self, n=1): pass
-    def set_postfix(self, *a, **k): pass
-    def set_description(self, *a, **k): pass
-    def write(self, s): pass
-    def close(self): pass
-
-
-def _progress_bar(enabled: bool, total: int, initial: int):
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)

@@ -207,12 +207,6 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
         assert steps[-1] == bad_step - 1
 
 
-def test_batch_size_must_divide_over_devices():
-    with pytest.raises(ValueError, match=r"batch_size: got 12.*device count 8"):
-        train.check_batch_divisible(12, 8)
-    train.check_batch_divisible(16, 8)
-
-
 def test_learning_rate_warmup_cosine_and_epoch_mode():
     cfg = TrainConfig(learning_rate=1.0, warmup_ratio=0.1, min_lr_ratio=0.1)
     clock = lambda s: {"stage_step": s, "epoch": 0, "pos": 0, "steps_in_epoch": 1}
@@ -224,26 +218,6 @@ def test_learning_rate_warmup_cosine_and_epoch_mode():
     short = float(learning_rate(by_epoch, {"stage_step": 3, "epoch": 1, "pos": 1, "steps_in_epoch": 2}, 999, 2))
     long = float(learning_rate(by_epoch, {"stage_step": 87, "epoch": 1, "pos": 37, "steps_in_epoch": 50}, 999, 2))
     assert abs(short - long) < 1e-6 and abs(short - 0.5 * (1 + np.cos(np.pi * 0.875))) < 1e-6
-
-
-def test_fsdp_shards_largest_divisible_axis():
-    from jax.sharding import PartitionSpec as P
-    assert train._fsdp_spec((64, 256), 8, 1024) == P(None, "data")
-    assert train._fsdp_spec((64, 30), 8, 1024) == P("data", None)
-    assert train._fsdp_spec((7, 9), 8, 1) == P()      # nothing divisible: replicated
-    assert train._fsdp_spec((8, 8), 8, 1024) == P()   # too small to bother
-
-
-def test_distributed_init_only_with_cluster_env(monkeypatch):
-    for name in train._CLUSTER_ENV:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("SLURM_NTASKS", "1")  # a one-task job is not multi-process
-    called = []
-    monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: called.append(1))
-    monkeypatch.setattr(train, "_distributed_done", False)
-    assert train.initialize_distributed() is False and not called
-    monkeypatch.setenv("SLURM_NTASKS", "4")
-    assert train.initialize_distributed() is True and called == [1]
 
 
 def test_discrepancy_scores_are_the_root_of_the_summed_squared_error():

@@ -1,0 +1,214 @@
+"""The host-side side of a training run: its clock mirror, timers, metrics log, progress bar and NaN stop.
+
+`Session` is the bookkeeping of one `attent_jax.train.Trainer.run`; `MetricsLog`
+writes the run folder's JSON lines. Nothing here touches device arrays except
+`Session.flush`, which fetches the pending step metrics by an explicit
+``jax.device_get``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import TYPE_CHECKING
+
+import jax
+import numpy as np
+
+from attent_jax.checkpoint import Checkpointer
+
+if TYPE_CHECKING:
+    from attent_jax.train import Stage, Trainer
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/Inf loss or parameters; the run stopped, its last checkpoint is good."""
+
+
+
+class Session:
+    """Host-side bookkeeping of one `Trainer.run`: the clock mirror, counters, timers, logs and checkpoints.
+
+    The device state holds the authoritative clock; this mirror lets the loop
+    decide what to do next without fetching it. Counters that are not part of
+    the training state (wall time, examples seen, scoring/selection time, the
+    running epoch loss) travel in each checkpoint's JSON meta.
+    """
+
+    def __init__(self, trainer: "Trainer", ckpt: Checkpointer, log: "MetricsLog", clock: dict, meta: dict,
+                 resumed: bool):
+        self.trainer, self.ckpt, self.log = trainer, ckpt, log
+        self.clock = {k: int(v) for k, v in clock.items()}
+        log.truncate_after(self.clock["step"] if resumed else -1)
+        self.totals = {k: float(meta.get(k, 0.0)) for k in ("wall_time", "time_scoring", "time_selecting")}
+        self.examples_seen = int(meta.get("examples_seen", 0))
+        self.n_active = int(meta.get("n_active", 0))
+        self.last_saved = self.clock["step"] if resumed else None
+        # Training losses of the current epoch so far, for the epoch-mean in its eval record.
+        self.epoch_loss = {"sum": 0.0, "count": 0}
+        if self.clock["planned"]:  # resumed mid-epoch
+            self.epoch_loss.update(meta.get("epoch_loss", {}))
+        self._start = time.perf_counter() - self.totals["wall_time"]
+        self.pending: list = []  # per-step metrics still on device
+        self._window = {"t": time.perf_counter(), "examples": 0}
+        self._timed = {"examples": 0, "seconds": 0.0, "since": None}
+        total = sum(sum(p) for p in trainer.planned)
+        self.bar = progress_bar(trainer.config.progress_bar and jax.process_index() == 0, total, self.clock["step"])
+
+    def wall(self) -> float:
+        return time.perf_counter() - self._start
+
+    def start_window(self) -> None:
+        self._window.update(t=time.perf_counter(), examples=0)
+
+    def start_timer(self) -> None:
+        self._timed["since"] = time.perf_counter()
+
+    def stop_timer(self) -> None:
+        if self._timed["since"] is not None:
+            self._timed["seconds"] += time.perf_counter() - self._timed["since"]
+            self._timed["since"] = None
+
+    def throughput(self) -> float | None:
+        """Training examples per second over this session's steps, excluding each epoch's first (compiling) one."""
+        return self._timed["examples"] / self._timed["seconds"] if self._timed["seconds"] else None
+
+    def step_done(self, metrics, compiled: bool) -> None:
+        batch = self.trainer.config.batch_size
+        self.pending.append(metrics)
+        self.clock.update(step=self.clock["step"] + 1, pos=self.clock["pos"] + 1,
+                          stage_step=self.clock["stage_step"] + 1)
+        self.examples_seen += batch
+        self._window["examples"] += batch
+        if compiled:
+            self._timed["examples"] += batch
+        self.bar.update(1)
+
+    def save(self, state) -> None:
+        meta = dict(self.totals, wall_time=self.wall(), examples_seen=self.examples_seen, n_active=self.n_active,
+                    epoch_loss=dict(self.epoch_loss))
+        self.ckpt.save(self.clock["step"], state, meta)
+        self.last_saved = self.clock["step"]
+
+    def flush(self, stage: "Stage") -> None:
+        """Fetch the pending metrics (explicitly), stop on NaN/Inf, log a record and update the bar."""
+        if not self.pending:
+            return
+        values = jax.device_get(self.pending)
+        self.pending.clear()
+        bad = [i for i, v in enumerate(values) if not bool(v["finite"])]
+        if bad:
+            step = self.clock["step"] - len(values) + bad[0] + 1
+            where = (f"the last good checkpoint is step {self.last_saved} in {self.ckpt.directory}"
+                     if self.last_saved is not None else "no checkpoint was saved")
+            raise NonFiniteLossError(
+                f"training loss became {float(values[bad[0]]['loss'])} (or the parameters non-finite) at step {step}, "
+                f"epoch {self.clock['epoch']}; stopped: {where}. Lower --learning-rate "
+                f"(got {self.trainer.config.learning_rate}) or set --grad-clip.")
+        now = time.perf_counter()
+        rate = self._window["examples"] / max(now - self._window["t"], 1e-9)
+        self._window.update(t=now, examples=0)
+        for v in values:  # one at a time: the same sum whatever the flush boundaries
+            self.epoch_loss["sum"] += float(v["loss"])
+            self.epoch_loss["count"] += 1
+        loss = float(np.mean([v["loss"] for v in values]))
+        acc = float(np.mean([v["accuracy"] for v in values]))
+        selected = self.n_active / stage.num_train
+        record = {"event": "train", "step": self.clock["step"], "stage": stage.name, "epoch": self.clock["epoch"],
+                  "wall_time": self.wall(), "examples_seen": self.examples_seen, "train_loss": loss,
+                  "lr": float(values[-1]["lr"]), "fraction_selected": selected, "examples_per_s": rate,
+                  **self._timings()}
+        postfix = {"loss": f"{loss:.4g}", "sel": f"{selected:.0%}", "ex/s": f"{rate:.0f}"}
+        if stage.kind != "regression":
+            record["train_accuracy"] = acc
+            postfix["acc"] = f"{acc:.3f}"
+        self.log.write(record)
+        self.bar.set_postfix(postfix, refresh=False)
+
+    def log_eval(self, stage: "Stage", epoch: int, metrics: dict) -> None:
+        record = {"event": "eval", "step": self.clock["step"], "stage": stage.name, "epoch": epoch,
+                  "wall_time": self.wall(), "examples_seen": self.examples_seen,
+                  "fraction_selected": self.n_active / stage.num_train, **self._timings(), **metrics}
+        if self.epoch_loss["count"]:
+            record["train_loss"] = self.epoch_loss["sum"] / self.epoch_loss["count"]
+        self.epoch_loss.update(sum=0.0, count=0)
+        self.log.write(record)
+        self.bar.write(eval_line(record))
+
+    def _timings(self) -> dict:
+        return {"time_scoring": self.totals["time_scoring"], "time_selecting": self.totals["time_selecting"]}
+
+
+class MetricsLog:
+    """Append-only JSON lines; a resumed run first drops records newer than its checkpoint."""
+
+    def __init__(self, path: str, enabled: bool):
+        self.path, self.enabled, self._file = path, enabled, None
+
+    def truncate_after(self, step: int) -> None:
+        if not self.enabled:
+            return
+        kept = []
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                for line in f:
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # a line cut short by a kill
+                    if record.get("step", 0) <= step:
+                        kept.append(line if line.endswith("\n") else line + "\n")
+        write_atomic(self.path, "".join(kept))
+        self._file = open(self.path, "a")
+
+    def write(self, record: dict) -> None:
+        if self._file is not None:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def eval_line(record: dict) -> str:
+    parts = [f"{record['stage']} epoch {record['epoch'] + 1}: eval_loss {record['eval_loss']:.4f}"]
+    for key in ("eval_accuracy", "exact_match"):
+        if key in record:
+            parts.append(f"{key} {record[key]:.3f}")
+    parts.append(f"selected {record['fraction_selected']:.0%}")
+    return ", ".join(parts)
+
+
+_warned: set = set()
+
+
+def warn_once(message: str) -> None:
+    import warnings
+    if message not in _warned:
+        _warned.add(message)
+        warnings.warn(message, stacklevel=3)
+
+
+class _NoBar:
+    def update(self, n=1): pass
+    def set_postfix(self, *a, **k): pass
+    def set_description(self, *a, **k): pass
+    def write(self, s): pass
+    def close(self): pass
+
+
+def progress_bar(enabled: bool, total: int, initial: int):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)

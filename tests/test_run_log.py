@@ -1,0 +1,43 @@
+"""The run folder's metrics log and the host-side helpers of a run (the loop itself: test_train.py)."""
+
+import json
+
+import pytest
+
+from attent_jax import run_log
+
+
+def test_resumed_log_drops_records_after_the_checkpoint_and_cut_lines(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3, 4)) + '{"step": 5, "lo')
+    log = run_log.MetricsLog(str(path), enabled=True)
+    log.truncate_after(2)
+    log.write({"step": 3, "again": True})
+    log.close()
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [
+        {"step": 1}, {"step": 2}, {"step": 3, "again": True}]
+
+
+def test_disabled_log_writes_nothing(tmp_path):
+    log = run_log.MetricsLog(str(tmp_path / "metrics.jsonl"), enabled=False)
+    log.truncate_after(-1)
+    log.write({"step": 1})
+    log.close()
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_write_atomic_replaces_the_whole_file(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text("old and longer")
+    run_log.write_atomic(str(path), "new")
+    assert path.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["config.json"]
+
+
+def test_warn_once_warns_once_per_message():
+    message = "test_run_log: a message no other test uses"
+    with pytest.warns(UserWarning, match="no other test"):
+        run_log.warn_once(message)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run_log.warn_once(message)   # a second time: silent
