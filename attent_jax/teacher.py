@@ -20,7 +20,9 @@ from that epoch's training losses):
   round(r(p)·N) examples, trains ``k(p)`` epochs on that subset (reshuffled each
   epoch, k from the interval schedule, cut short by the end of training), then
   ``full_epochs_per_cycle`` epochs on all data (0 by default: the paper's stages
-  train on the selected subset only). A cycle asks for a full scoring pass before
+  train on the selected subset only). With ``final_full_share`` = a > 0 (our
+  variant, InfoBatch's annealing applied to AtteNT) every epoch e ≥ (1 − a)·E
+  trains on all data and the last cycle is cut short there. A cycle asks for a full scoring pass before
   its selection unless the epoch just before trained on all data, whose training
   losses already refreshed every score (so the first cycle, right after epoch 0,
   and every cycle when ``full_epochs_per_cycle >= 1``, score for free).
@@ -113,6 +115,8 @@ class TeacherConfig:
     interval_min: int = 1                # k(0) for "incremental" (Table 3: a growing interval saves time)
     interval_max: int = 10               # k(1) for "incremental"
     full_epochs_per_cycle: int = 0       # scratch: all-data epochs closing each cycle (0 = selected only)
+    final_full_share: float = 0.0        # scratch: the last share of epochs trains on all data (0 = the paper;
+                                         # InfoBatch anneals with 0.125)
     greedy_full_scoring: bool = True     # every_epoch: re-score all before each selection (Algorithm 1)
     infobatch_prune_ratio: float = 0.5   # InfoBatch r: share of below-mean examples pruned per epoch
     infobatch_anneal: float = 0.125      # InfoBatch δ: the last share of epochs trains on all data
@@ -151,6 +155,7 @@ class TeacherConfig:
         if self.interval_max < self.interval_min:
             raise ValueError(f"interval_max: got {self.interval_max!r}, expected >= interval_min ({self.interval_min})")
         integer("full_epochs_per_cycle", 0)
+        number("final_full_share", 0.0, 1.0, False, True)
         number("infobatch_prune_ratio", 0.0, 1.0, False, True)
         number("infobatch_anneal", 0.0, 1.0, False, False)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
@@ -359,18 +364,22 @@ class Teacher:
             for e in range(1, num_epochs):
                 add_select(e, cfg.greedy_full_scoring)
         elif cfg.regime == "scratch":
+            # The same test as InfoBatch's anneal, so equal shares give equal all-data tails.
+            tail = next(e for e in range(1, num_epochs + 1)
+                        if e == num_epochs or e >= (1.0 - cfg.final_full_share) * num_epochs)
             e = 1
-            while e < num_epochs:
+            while e < tail:
                 k = schedules.interval_at(cfg.interval_schedule, schedules.progress(e, num_epochs),
                                           interval=cfg.interval, interval_min=cfg.interval_min,
                                           interval_max=cfg.interval_max)
                 first = add_select(e, True)
                 plans += [EpochPlan(j, "reuse", first.n_active, first.ratio, False)
-                          for j in range(e + 1, min(e + k, num_epochs))]
-                e = min(e + k, num_epochs)
+                          for j in range(e + 1, min(e + k, tail))]
+                e = min(e + k, tail)
                 plans += [EpochPlan(j, "full", n_all, None, False)
-                          for j in range(e, min(e + cfg.full_epochs_per_cycle, num_epochs))]
-                e = min(e + cfg.full_epochs_per_cycle, num_epochs)
+                          for j in range(e, min(e + cfg.full_epochs_per_cycle, tail))]
+                e = min(e + cfg.full_epochs_per_cycle, tail)
+            plans += [EpochPlan(j, "full", n_all, None, False) for j in range(tail, num_epochs)]
         else:  # infobatch
             for e in range(1, num_epochs):
                 prune = e < (1.0 - cfg.infobatch_anneal) * num_epochs

@@ -88,6 +88,7 @@ class TrainConfig:
     temperature: float = 1.0       # soft selection: draws ∝ exp(loss / temperature)
     normalize_scores: bool = False  # soft selection: divide losses by their std first
     full_epochs_per_cycle: int = 0  # scratch: all-data epochs closing each selection cycle
+    final_full_share: float = 0.0  # scratch: the last share of epochs on all data (0 = the paper; our variant)
     greedy_full_scoring: bool = True  # every_epoch: re-score all examples before each selection
     rescore: str = "all"           # a scoring pass scores all examples (paper) | unselected (cheaper variant)
     infobatch_prune_ratio: float = 0.5  # infobatch: share of below-mean examples pruned per epoch
@@ -153,6 +154,7 @@ class TrainConfig:
         _in_range("b2", self.b2, 0.0, 1.0, hi_open=True)
         _in_range("eps", self.eps, 0.0, math.inf, lo_open=True)
         _in_range("warmup_ratio", self.warmup_ratio, 0.0, 1.0, hi_open=True)
+        _in_range("final_full_share", self.final_full_share, 0.0, 1.0, hi_open=True)
         _in_range("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
         _in_range("grad_clip", self.grad_clip, 0.0, math.inf)
         _in_range("temperature", self.temperature, 0.0, math.inf, lo_open=True)
@@ -195,7 +197,8 @@ class TrainConfig:
             interval_schedule=interval if isinstance(interval, str) else "fixed",
             interval=self.interval_fixed if isinstance(interval, str) else int(interval),
             interval_min=self.interval_min, interval_max=self.interval_max,
-            full_epochs_per_cycle=self.full_epochs_per_cycle, greedy_full_scoring=self.greedy_full_scoring,
+            full_epochs_per_cycle=self.full_epochs_per_cycle, final_full_share=self.final_full_share,
+            greedy_full_scoring=self.greedy_full_scoring,
             rescore=self.rescore,
             infobatch_prune_ratio=self.infobatch_prune_ratio, infobatch_anneal=self.infobatch_anneal,
             seed=self.seed)

@@ -48,7 +48,7 @@ def test_module_docstring_example_runs():
     ("regime", "pretrain"), ("ratio", 0.0), ("ratio", 1.5), ("ratio_start", -0.1), ("ratio_end", 2.0),
     ("interval", 0), ("interval_min", 0), ("interval_max", 0), ("temperature", 0.0),
     ("infobatch_prune_ratio", 1.0), ("infobatch_anneal", 1.5), ("full_epochs_per_cycle", -1),
-    ("interval", 2.5),
+    ("interval", 2.5), ("final_full_share", 1.0), ("final_full_share", -0.1),
 ])
 def test_bad_config_raises_naming_the_value(field, value):
     with pytest.raises(ValueError, match=f"{field}: got {value!r}"):
@@ -107,6 +107,21 @@ def test_scratch_with_full_epochs_closing_each_cycle_never_rescores():
     assert kinds == ["full", "select", "reuse", "full", "select", "reuse", "full", "select"]
     assert n == [10, 3, 3, 10, 3, 3, 10, 3]
     assert not any(scoring)
+
+
+def test_scratch_final_full_share_ends_on_all_data_like_infobatch():
+    # 0.25 of 8 epochs: e >= 6 trains on all data; the cycle started at epoch 5 is cut short there.
+    cfg = TeacherConfig(regime="scratch", ratio_schedule="fixed", ratio=0.5, interval_schedule="fixed",
+                        interval=2, final_full_share=0.25)
+    n, scoring, kinds = _seq(Teacher(cfg, num_examples=10), 8)
+    assert kinds == ["full", "select", "reuse", "select", "reuse", "select", "full", "full"]
+    assert n == [10, 5, 5, 5, 5, 5, 10, 10]
+    assert scoring == [False, False, False, True, False, True, False, False]
+    infobatch = Teacher(TeacherConfig(regime="infobatch", infobatch_anneal=0.25), num_examples=10)
+    assert [p.kind for p in infobatch.schedule(8)][6:] == ["full", "full"]
+    assert [p.kind for p in infobatch.schedule(8)][5] == "infobatch"
+    # The default keeps the paper's schedule: no all-data tail.
+    assert Teacher(TeacherConfig(regime="scratch"), num_examples=10).schedule(8)[-1].kind != "full"
 
 
 def test_scratch_incremental_ratio_and_interval_schedule():

@@ -138,6 +138,7 @@ BAD = [
     (["--task", "mnist1d", "--score", "discrepancy"], "score: got 'discrepancy'"),
     (["--task", "teach", "--epochs", "3"], "epochs: got 3, but workdir"),  # the folder holds epochs=2
     (["--task", "teach", "--rescore", "some"], "rescore: got 'some'"),
+    (["--task", "teach", "--final-full-share", "1"], "final_full_share: got 1.0"),
 ]
 
 
