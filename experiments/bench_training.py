@@ -29,7 +29,7 @@ Run:
     python -m experiments.bench_training --quick   # smoke test
 Run time on a 2-core CPU: ``--quick`` 95 s (measured standalone, compilation included, on a machine
 shared with other jobs, load ≈ 5); full mode measured 8 min (10 runs, half of them on 8 simulated
-devices, machine load 3–5), 5 min with no other jobs on the machine.
+devices, machine load 3–5), 4 min with no other jobs on the machine.
 """
 
 from __future__ import annotations
