@@ -196,6 +196,9 @@ def test_variants_change_only_what_they_name():
     assert base.lr_schedule_by == "epochs"
     assert from_scratch.train_config(from_scratch.QUICK, "attent_lr_steps", 0) == \
         base.__class__(**{**base.to_dict(), "lr_schedule_by": "steps"})
+    rand = from_scratch.train_config(from_scratch.QUICK, "random", 0)
+    assert from_scratch.train_config(from_scratch.QUICK, "random_lr_steps", 0) == \
+        rand.__class__(**{**rand.to_dict(), "lr_schedule_by": "steps"})
     soft = bench_training.train_config(bench_training.QUICK, "soft", 0)
     assert bench_training.train_config(bench_training.QUICK, "soft_partial_rescore", 0) == \
         soft.__class__(**{**soft.to_dict(), "rescore": "unselected"})
