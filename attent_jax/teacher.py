@@ -22,10 +22,11 @@ from that epoch's training losses):
   ``full_epochs_per_cycle`` epochs on all data (0 by default: the paper's stages
   train on the selected subset only). With ``final_full_share`` = a > 0 (our
   variant, InfoBatch's annealing applied to AtteNT) every epoch e ≥ (1 − a)·E
-  trains on all data and the last cycle is cut short there. A cycle asks for a full scoring pass before
-  its selection unless the epoch just before trained on all data, whose training
-  losses already refreshed every score (so the first cycle, right after epoch 0,
-  and every cycle when ``full_epochs_per_cycle >= 1``, score for free).
+  trains on all data and the last cycle is cut short there. A cycle asks for a
+  full scoring pass before its selection unless the epoch just before trained
+  on all data, whose training losses already refreshed every score (so the
+  first cycle, right after epoch 0, and every cycle when
+  ``full_epochs_per_cycle >= 1``, score for free).
 - ``every_epoch`` (Algorithm 1, plain greedy): a fresh selection every epoch
   from epoch 1 on; with ``greedy_full_scoring`` (default, as Algorithm 1
   evaluates every discrepancy each iteration) a scoring pass precedes each
@@ -364,9 +365,8 @@ class Teacher:
             for e in range(1, num_epochs):
                 add_select(e, cfg.greedy_full_scoring)
         elif cfg.regime == "scratch":
-            # The same test as InfoBatch's anneal, so equal shares give equal all-data tails.
-            tail = next(e for e in range(1, num_epochs + 1)
-                        if e == num_epochs or e >= (1.0 - cfg.final_full_share) * num_epochs)
+            # e >= (1 − a)·E, InfoBatch's anneal test, so equal shares give equal all-data tails.
+            tail = min(num_epochs, math.ceil((1.0 - cfg.final_full_share) * num_epochs))
             e = 1
             while e < tail:
                 k = schedules.interval_at(cfg.interval_schedule, schedules.progress(e, num_epochs),
