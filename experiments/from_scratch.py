@@ -256,7 +256,7 @@ def markdown(config: Config, env: dict, summary: dict, checks: dict) -> str:
                      common.fmt_mean_std(s["final_accuracy_pct"], 2),
                      common.fmt_mean_std(s["fraction_seen"], 3),
                      common.fmt_mean_std([a + b for a, b in zip(s["scoring_s"], s["selection_s"])], 2)])
-    lines = [f"# Training from scratch with and without AtteNT (paper Table 2, CPU scale)\n",
+    lines = ["# Training from scratch with and without AtteNT (paper Table 2, CPU scale)\n",
              f"MNIST-1D, {config.num_train} training / {config.num_test} test examples, encoder "
              f"(width {config.width or 'default'}, depth {config.depth or 'default'}), {config.epochs} epochs, "
              f"batch {config.batch_size}; mean ± std over seeds {list(config.seeds)}.\n",
