@@ -73,6 +73,18 @@ def test_finetune_quick(tmp_path, cache_dir):
     assert payload["checks"]["time_ratio"] > 0
 
 
+def test_arith3_pretraining_text_never_holds_a_finetuning_question():
+    lines = finetune.arith3_text(5000).splitlines()
+    assert len(set(lines)) == 5000
+    for line in lines:
+        q, answer = line.split("=A:")
+        a, b = (int(x) for x in q[len("Q:"):].split("+"))
+        assert max(a, b) >= 100 and max(a, b) < 1000 and int(answer) == a + b   # 2-digit questions have both < 100
+    assert finetune.arith3_text(50) == finetune.arith3_text(50)   # the same text for every run
+    with pytest.raises(ValueError, match="pretrain: got 'arith4'"):
+        finetune.Config(pretrain="arith4")
+
+
 def test_ablation_quick(tmp_path, cache_dir):
     payload = _quick(ablation, tmp_path, cache_dir)
     _pngs(tmp_path, ["ablation.png"])
