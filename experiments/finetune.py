@@ -43,7 +43,8 @@ Run:
     python -m experiments.finetune --quick     # smoke test
 Run time on a 2-core CPU: ``--quick`` 40 s (measured standalone, compilation included, on a machine
 shared with other jobs, load ≈ 5); full mode measured 6 min (6 runs: 2 methods × 3 seeds, machine load 3–5);
-``--pretrain arith3 --pretrain-epochs 4`` 12.5 min with no other jobs (pre-training and decoding take most of each run's ~2 min).
+``--pretrain arith3 --pretrain-epochs 4`` 12.5 min with no other jobs (pre-training and decoding
+take most of each run's ~2 min).
 """
 
 from __future__ import annotations
