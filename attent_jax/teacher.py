@@ -273,6 +273,14 @@ def _device_int(x: int):
 
 # ---------------------------------------------------------------------------- the teacher
 
+def _all_data_tail(share: float, num_epochs: int) -> int:
+    """The first epoch of a run's all-data tail: the first e with e >= (1 − share)·E (InfoBatch's anneal).
+
+    Shared by the infobatch and scratch regimes, so equal shares give equal tails.
+    """
+    return min(num_epochs, math.ceil((1.0 - share) * num_epochs))
+
+
 class Teacher:
     """The AtteNT teacher for a dataset of `num_examples` examples.
 
@@ -365,8 +373,7 @@ class Teacher:
             for e in range(1, num_epochs):
                 add_select(e, cfg.greedy_full_scoring)
         elif cfg.regime == "scratch":
-            # e >= (1 − a)·E, InfoBatch's anneal test, so equal shares give equal all-data tails.
-            tail = min(num_epochs, math.ceil((1.0 - cfg.final_full_share) * num_epochs))
+            tail = _all_data_tail(cfg.final_full_share, num_epochs)
             e = 1
             while e < tail:
                 k = schedules.interval_at(cfg.interval_schedule, schedules.progress(e, num_epochs),
@@ -381,9 +388,9 @@ class Teacher:
                 e = min(e + cfg.full_epochs_per_cycle, tail)
             plans += [EpochPlan(j, "full", n_all, None, False) for j in range(tail, num_epochs)]
         else:  # infobatch
+            tail = _all_data_tail(cfg.infobatch_anneal, num_epochs)
             for e in range(1, num_epochs):
-                prune = e < (1.0 - cfg.infobatch_anneal) * num_epochs
-                plans.append(EpochPlan(e, "infobatch", None, None, False) if prune
+                plans.append(EpochPlan(e, "infobatch", None, None, False) if e < tail
                              else EpochPlan(e, "full", n_all, None, False))
         return plans
 

@@ -23,9 +23,8 @@ same seed); only the fine-tuning stage is timed and compared. ``--pretrain
 arith3`` pre-trains on generated additions with a 3-digit operand (the same
 format and carries, never a question of the 2-digit task: see
 `arith3_text`), the closest stand-in we have for a model that has seen
-arithmetic before. Both methods lay
-the learning-rate schedule out over epochs, so they use the same learning rate
-at every epoch.
+arithmetic before. Both methods lay the learning-rate schedule out over
+epochs, so they use the same learning rate at every epoch.
 
 Reported per method, mean ± std over seeds: fine-tuning training time
 (`experiments.common`, "Timing": steps + scoring + selection, no compilation
