@@ -1,4 +1,18 @@
-"""What every theory script returns: a `Report` of `Check` rows (measured number, threshold, PASS/FAIL).
+"""What every theory script returns: a `Report` of `Check` rows (measured number, threshold, verdict).
+
+Rows come in three kinds, because they mean different things to a reader:
+
+- ``identity``: what our implementation must satisfy whatever the data
+  (closed-form gradient = autodiff, ANTK = J Jᵀ, ...). Verdict PASS / FAIL; a
+  FAIL means a bug, and `attent verify` exits 1.
+- ``claim``: an empirical statement of the paper that may or may not hold at
+  our scale (greedy convergence, early kernel settling, ...). Verdict HOLDS /
+  DOES NOT HOLD; a finding, not a bug (`attent verify --strict` exits 1 on it).
+- ``control``: a negative control, the measurement of an identity run on a
+  deliberately broken input (a gradient with one term dropped, a step with the
+  wrong sign, ...). It must *miss* its threshold: verdict "caught". A control
+  that meets the threshold ("MISSED") shows that its identity cannot fail, and
+  counts as a failed identity.
 
 A check's verdict is *computed* from its measured value and threshold, never
 stored separately, so a report cannot say PASS for a number that misses its
@@ -25,6 +39,9 @@ from typing import Any, Callable
 import numpy as np
 
 RELATIONS = ("<=", ">=", "<", ">", "in")
+KINDS = ("identity", "claim", "control")
+# kind -> (verdict when the value meets the threshold, verdict when it does not)
+VERDICTS = {"identity": ("PASS", "FAIL"), "claim": ("HOLDS", "DOES NOT HOLD"), "control": ("MISSED", "caught")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,15 +57,19 @@ class Check:
     threshold: float | tuple[float, float]  # bound (or interval for "in") the value must meet
     relation: str = "<="                    # one of RELATIONS
     detail: str = ""                        # one line: what was measured, on what
+    kind: str = "identity"                  # one of KINDS: identity | claim | control (module docstring)
 
     def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"Check.kind: got {self.kind!r}, expected one of {KINDS}")
         if self.relation not in RELATIONS:
             raise ValueError(f"Check.relation: got {self.relation!r}, expected one of {RELATIONS}")
         if self.relation == "in" and not (isinstance(self.threshold, tuple) and len(self.threshold) == 2):
             raise ValueError(f"Check.threshold: got {self.threshold!r}, expected an interval (lo, hi) for 'in'")
 
     @property
-    def passed(self) -> bool:
+    def met(self) -> bool:
+        """Whether the value meets the threshold (a non-finite value never does)."""
         v = float(self.value)
         if not math.isfinite(v):
             return False
@@ -59,8 +80,14 @@ class Check:
         return {"<=": v <= t, ">=": v >= t, "<": v < t, ">": v > t}[self.relation]
 
     @property
+    def passed(self) -> bool:
+        """Good news for this kind: an identity passes, a claim holds, a control is caught."""
+        return (not self.met) if self.kind == "control" else self.met
+
+    @property
     def status(self) -> str:
-        return "PASS" if self.passed else "FAIL"
+        yes, no = VERDICTS[self.kind]
+        return yes if self.met else no
 
     def threshold_text(self) -> str:
         if self.relation == "in":
@@ -69,8 +96,8 @@ class Check:
         return f"{self.relation} {_num(self.threshold)}"
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "value": float(self.value), "threshold": self.threshold,
-                "relation": self.relation, "passed": self.passed, "detail": self.detail}
+        return {"name": self.name, "kind": self.kind, "value": float(self.value), "threshold": self.threshold,
+                "relation": self.relation, "status": self.status, "passed": self.passed, "detail": self.detail}
 
 
 @dataclasses.dataclass
@@ -86,12 +113,21 @@ class Report:
     seconds: float = 0.0             # wall time of run()
     figures: list[str] = dataclasses.field(default_factory=list)  # PNG paths written by the script's plot()
 
+    def of_kind(self, kind: str) -> list[Check]:
+        return [c for c in self.checks if c.kind == kind]
+
     @property
     def passed(self) -> bool:
-        return bool(self.checks) and all(c.passed for c in self.checks)
+        """Every identity passes and every control is caught (claims do not count: see `claims_hold`)."""
+        rows = self.of_kind("identity") + self.of_kind("control")
+        return bool(self.checks) and all(c.passed for c in rows)
+
+    @property
+    def claims_hold(self) -> bool:
+        return all(c.passed for c in self.of_kind("claim"))
 
     def to_dict(self) -> dict:
-        return {"script": self.script, "claim": self.claim, "passed": self.passed,
+        return {"script": self.script, "claim": self.claim, "passed": self.passed, "claims_hold": self.claims_hold,
                 "checks": [c.to_dict() for c in self.checks], "notes": list(self.notes),
                 "seconds": self.seconds, "config": self.config, "figures": list(self.figures),
                 "data": to_jsonable(self.data)}
