@@ -41,7 +41,7 @@ import sys
 
 import numpy as np
 
-from experiments import common
+from . import common
 
 NAME = "ablation"
 RATIOS = ("cosine", "incremental")

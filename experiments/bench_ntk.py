@@ -2,7 +2,7 @@
 
 For each number of sequences N (default 64, 256, 1024) of n = 16 elements with
 d = d' = 64, o = 1 (float32, the paper's single-head learner, c = 1), it times
-`attent_jax.ntk.empirical_ntk_fn` with ``x2 = None`` and the default
+`attent_jax.learner.ntk.empirical_ntk_fn` with ``x2 = None`` and the default
 ``trace_axes=(-1,)`` — output (N, N, n, n) — for each implementation:
 
 - time: the best of several calls after one warm-up call (which compiles), each
@@ -42,7 +42,7 @@ import time
 
 import numpy as np
 
-from experiments import common
+from . import common
 
 NAME = "bench_ntk"
 IMPLEMENTATIONS = ("jacobian", "ntvp", "analytic")
@@ -137,8 +137,8 @@ def _timed(ntk, x, params):
 def run(config: BenchConfig, out_dir: str) -> dict:
     import jax
     import jax.numpy as jnp
-    from attent_jax.model import LearnerConfig, init_params, learner_fn
-    from attent_jax.ntk import empirical_ntk_fn
+    from attent_jax.learner.model import LearnerConfig, init_params, learner_fn
+    from attent_jax.learner.ntk import empirical_ntk_fn
 
     learner = LearnerConfig(d_in=config.d_in, d_qk=config.d_qk)
     params = init_params(learner, jax.random.key(config.seed))

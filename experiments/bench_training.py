@@ -42,7 +42,7 @@ import sys
 
 import numpy as np
 
-from experiments import common
+from . import common
 
 NAME = "bench_training"
 METHODS = ("all_data", "hard", "soft", "random", "class_weight")
@@ -152,7 +152,7 @@ def _in_subprocess(config: Config, out_dir: str, devices: int) -> tuple[list[dic
                JAX_PLATFORMS="cpu")
     result_path = os.path.join(out_dir, f"devices{devices}.json")
     cache = jax.config.jax_compilation_cache_dir or ""
-    code = ("import sys; from experiments.bench_training import worker; "
+    code = (f"import sys; from {__package__}.bench_training import worker; "
             "worker(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4])")
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(dataclasses.asdict(config)), out_dir, result_path,
                            cache], env=env, cwd=_REPO)

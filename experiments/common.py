@@ -10,7 +10,7 @@ CPU scale. They share:
 - `output_dir`, `environment` (device, JAX version, seeds, machine load),
   `write_outputs` (JSON + markdown), `save_figure`, `markdown_table`,
   `mean_std` / `fmt_mean_std`, `verdict` (PASS/MISS).
-- `timed_run(train_config, workdir)`: one `attent_jax.train.train_and_evaluate`
+- `timed_run(train_config, workdir)`: one `attent_jax.training.loop.train_and_evaluate`
   run, with its training time measured per epoch as described next.
 
 Timing — what "training time" means in every table. The library's
@@ -38,7 +38,7 @@ repeated runs of one shape load their executables instead of compiling again.
 It changes no number measured, only how long a script takes.
 
 Example (what every script's ``run`` does per training run):
-    >>> from experiments import common
+    >>> from attent_experiments import common
     >>> common.mean_std([1.0, 3.0])  # doctest: +ELLIPSIS
     (2.0, 1.414...)
     >>> print(common.markdown_table(["method", "time (s)"], [["all data", common.fmt_mean_std([10.0, 12.0], 1)]]))
@@ -70,7 +70,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-RESULTS_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+# Relative to the current folder, never to this file: an installed package is no place for results.
+# From the repository root this is where the committed results live.
+RESULTS_ROOT = os.path.join("experiments", "results")
 
 # jit names (as jax.monitoring reports them, without "jit(...)") whose compilation lands inside the
 # library's scoring and selection clocks: the trainer's scoring pass and the teacher's planning kernels.
@@ -112,7 +114,7 @@ def parse_args(argv: Sequence[str] | None, config_cls, quick_config, description
     parser = argparse.ArgumentParser(description=description.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny smoke-test sizes (under 2 minutes on 2 cores)")
-    parser.add_argument("--out", default=None, help="output folder (default: experiments/results/NAME)")
+    parser.add_argument("--out", default=None, help="output folder (default: ./experiments/results/NAME, under the current folder)")
     parser.add_argument("--compile-cache", default=None,
                         help="JAX persistent compilation cache folder to reuse across invocations "
                              "(default: a temporary one per invocation)")
@@ -163,7 +165,7 @@ def check_choices(name: str, values, allowed) -> None:
 # =========================================================================== output and environment
 
 def output_dir(name: str, out: str | None = None) -> str:
-    """The script's output folder (created): `out`, or experiments/results/NAME."""
+    """The script's output folder (created): `out`, or ./experiments/results/NAME under the current folder."""
     path = os.path.abspath(out or os.path.join(RESULTS_ROOT, name))
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"out: got {path!r}, expected a folder (it is a file)")
@@ -395,7 +397,7 @@ def mnist1d_config(config, seed: int, **selection):
     out over epochs (``lr_schedule_by="epochs"``, as the paper states it), so every method uses the same
     learning rate at a given epoch whatever its epoch sizes (and InfoBatch is supported fully).
     """
-    from attent_jax.train_config import TrainConfig
+    from attent_jax.training.config import TrainConfig
 
     fields = dict(task="mnist1d", num_train=config.num_train, num_test=config.num_test, epochs=config.epochs,
                   batch_size=config.batch_size, learning_rate=config.learning_rate, width=config.width,
@@ -407,7 +409,7 @@ def mnist1d_config(config, seed: int, **selection):
 
 def scoring_passes(train_config) -> int:
     """Full scoring passes the run's teacher schedule asks for (host-side, from the library's schedule)."""
-    from attent_jax.teacher import Teacher
+    from attent_jax.teaching.teacher import Teacher
 
     cfg = train_config.resolve()
     if cfg.num_train < 1:
@@ -419,7 +421,7 @@ def scoring_passes(train_config) -> int:
 
 def read_metrics(workdir: str) -> list[dict]:
     """The records of a run's metrics.jsonl (via the library's reader)."""
-    from attent_jax.plots import read_metrics as _read
+    from attent_jax.cli.plot import read_metrics as _read
     return _read(workdir)
 
 
@@ -493,7 +495,7 @@ def timed_run(train_config, workdir: str, *, keep_checkpoints: bool = False) -> 
     ``process_s`` (everything, data loading and compilation included).
     The checkpoints are deleted afterwards unless `keep_checkpoints`.
     """
-    from attent_jax.train import train_and_evaluate
+    from attent_jax.training.loop import train_and_evaluate
 
     fresh_dir(workdir)
     step_times: dict[int, float] = {}

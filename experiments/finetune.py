@@ -54,8 +54,8 @@ import sys
 
 import numpy as np
 
-from attent_jax.run_log import write_atomic
-from experiments import common
+from attent_jax.training.run_log import write_atomic
+from . import common
 
 NAME = "finetune"
 METHODS = ("all_data", "attent")
@@ -120,7 +120,7 @@ QUICK = Config(num_train=256, num_test=32, epochs=2, batch_size=32, width=32, de
 
 def train_config(config: Config, method: str, seed: int, text_file: str = ""):
     """The `TrainConfig` of one method and seed (pre-training on `text_file` if given)."""
-    from attent_jax.train_config import TrainConfig
+    from attent_jax.training.config import TrainConfig
 
     base = dict(task="arith", num_train=config.num_train, num_test=config.num_test, epochs=config.epochs,
                 batch_size=config.batch_size, learning_rate=config.learning_rate, width=config.width,

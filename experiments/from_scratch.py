@@ -54,7 +54,7 @@ import sys
 
 import numpy as np
 
-from experiments import common
+from . import common
 
 NAME = "from_scratch"
 METHODS = ("all_data", "attent", "random", "infobatch")

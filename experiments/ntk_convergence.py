@@ -12,8 +12,8 @@ initial parameters and every checkpoint the empirical NTK
     K_t[i, j] = (1/C) Σ_c ⟨∂f_c(x_i)/∂θ, ∂f_c(x_j)/∂θ⟩      (trace over the C logits)
 
 is computed on 10 fixed training examples (the first one of each class) with
-`attent_jax.ntk.empirical_ntk_fn` ("jacobian") on the model's pure function
-(`attent_jax.model.functional`). Reported: the relative distance
+`attent_jax.learner.ntk.empirical_ntk_fn` ("jacobian") on the model's pure function
+(`attent_jax.learner.model.functional`). Reported: the relative distance
 ‖K_t − K_T‖_F / ‖K_T‖_F to the final kernel K_T against the epoch, the
 epoch-to-epoch change ‖K_t − K_{t−1}‖_F / ‖K_T‖_F, ‖K_t‖_F, and the first
 epoch after which the relative distance stays below 0.1 and 0.25
@@ -40,7 +40,7 @@ import sys
 
 import numpy as np
 
-from experiments import common
+from . import common
 
 NAME = "ntk_convergence"
 THRESHOLDS = (0.1, 0.25)
@@ -95,7 +95,7 @@ def kernel_examples(labels_N: np.ndarray, num_classes: int) -> np.ndarray:
 def checkpoint_kernels(trainer, workdir: str, x_kernel) -> tuple[list[int], list[int], list[np.ndarray]]:
     """(epochs, steps, kernels): the NTK at initialization (epoch 0) and after each saved epoch.
 
-    `trainer` is an `attent_jax.train.Trainer` of the finished run in
+    `trainer` is an `attent_jax.training.loop.Trainer` of the finished run in
     `workdir`. Parameters come from the run's own checkpoints (restored in the
     trainer's state layout); the kernel is `empirical_ntk_fn` of
     `model.functional`'s pure function, traced over the logits.
@@ -103,10 +103,10 @@ def checkpoint_kernels(trainer, workdir: str, x_kernel) -> tuple[list[int], list
     import jax
     from flax import nnx
 
-    from attent_jax import train as train_lib
-    from attent_jax.checkpoint import Checkpointer, abstract_like
-    from attent_jax.model import functional
-    from attent_jax.ntk import empirical_ntk_fn
+    from attent_jax.training import loop as train_lib
+    from attent_jax.training.checkpoint import Checkpointer, abstract_like
+    from attent_jax.learner.model import functional
+    from attent_jax.learner.ntk import empirical_ntk_fn
 
     module = train_lib.model_builder(trainer.config, trainer.dataset, trainer.stages)(nnx.Rngs(0))
     f, _ = functional(module)
@@ -142,7 +142,7 @@ def one_seed(config: Config, seed: int, out_dir: str) -> dict:
     """Train one seed, compute its kernels at every checkpoint (then drop the checkpoints); its results."""
     import jax.numpy as jnp
 
-    from attent_jax import train as train_lib
+    from attent_jax.training import loop as train_lib
 
     tc = train_config(config, seed)
     workdir = os.path.join(out_dir, "runs", f"seed{seed}")

@@ -31,7 +31,7 @@ import dataclasses
 import os
 import sys
 
-from experiments import common
+from . import common
 
 NAME = "sample_ratio"
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from attent_jax.checkpoint import Checkpointer, CheckpointWarning, abstract_like, fingerprint
+from attent_jax.training.checkpoint import Checkpointer, CheckpointWarning, abstract_like, fingerprint
 
 
 def _state(k: float):

@@ -1,4 +1,4 @@
-"""Tests for attent_jax.data and attent_jax.tasks: shapes, dtypes, determinism, masks, offline MNIST-1D."""
+"""Tests for attent_jax.tasks.datasets and attent_jax.tasks.generators: shapes, dtypes, determinism, masks, offline MNIST-1D."""
 
 import random
 import socket
@@ -6,9 +6,9 @@ import socket
 import numpy as np
 import pytest
 
-from attent_jax.data import Dataset, load_task, task_config
-from attent_jax.tasks import (CharVocab, answers_match, arith_max_len, exact_match, make_arith_questions,
-                              make_teach_data, make_teacher)
+from attent_jax.tasks.datasets import Dataset, load_task, task_config
+from attent_jax.tasks.generators import (CharVocab, answers_match, arith_max_len, exact_match, make_arith_questions,
+                              make_teach_data, make_target_mapping)
 
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 12)
 
@@ -40,7 +40,7 @@ def test_teach_shapes_dtypes_and_determinism():
 
 def test_teach_test_set_shares_the_target():
     ds = load_task("teach", quick=True)
-    teacher = make_teacher(ds.config.d_in, ds.config.d_out, ds.config.seed, hidden=ds.config.hidden)
+    teacher = make_target_mapping(ds.config.d_in, ds.config.d_out, ds.config.seed, hidden=ds.config.hidden)
     np.testing.assert_allclose(teacher(ds.x_test), ds.y_test, rtol=1e-5, atol=1e-6)
 
 
@@ -51,7 +51,7 @@ def test_teach_sequence_level_is_mean_of_elements_and_depends_on_other_elements(
     assert y_seq.shape == (5, 2)
     np.testing.assert_allclose(y_seq, y_el.mean(axis=1), rtol=1e-5, atol=1e-6)
     # The mixing term: changing element 1 moves the target of element 0.
-    teacher = make_teacher(3, 2, seed=7)
+    teacher = make_target_mapping(3, 2, seed=7)
     s_changed = s.astype(np.float64).copy()
     s_changed[:, 1] += 1.0
     assert np.abs(teacher(s_changed)[:, 0] - teacher(s)[:, 0]).max() > 1e-3
@@ -199,7 +199,7 @@ def test_exact_match_scores_answers():
 
 def test_exact_match_with_greedy_decode_shapes():
     from flax import nnx
-    from attent_jax.transformer import CausalDecoder, DecoderConfig, greedy_decode
+    from attent_jax.models.decoder import CausalDecoder, DecoderConfig, greedy_decode
 
     ds = load_task("arith", quick=True, num_test=4)
     model = CausalDecoder(DecoderConfig(vocab_size=ds.vocab_size, context=16, width=8, depth=1, num_heads=2,

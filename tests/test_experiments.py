@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import ablation, bench_training, common, finetune, from_scratch, ntk_convergence, sample_ratio
+from attent_experiments import ablation, bench_training, common, finetune, from_scratch, ntk_convergence, sample_ratio
 
 
 @pytest.fixture(scope="module")

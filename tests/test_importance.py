@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attent_jax.importance import (ImportanceGrad, grads_from_importance, importance_grad, loss_grad,
+from attent_jax.learner.importance import (ImportanceGrad, grads_from_importance, importance_grad, loss_grad,
                                    unit_importance_grad)
-from attent_jax.model import LearnerConfig, init_params, learner_fn
+from attent_jax.learner.model import LearnerConfig, init_params, learner_fn
 
 B, N, M = 2, 5, 4
 

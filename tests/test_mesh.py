@@ -7,7 +7,7 @@ import jax
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from attent_jax import mesh
+from attent_jax.training import mesh
 
 
 def test_batch_size_must_divide_over_devices():

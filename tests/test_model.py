@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from attent_jax.model import AttentionLearner, LearnerConfig, check_inputs, functional, learner_fn
+from attent_jax.learner.model import AttentionLearner, LearnerConfig, check_inputs, functional, learner_fn
 
 
 def _x(shape, seed=0):

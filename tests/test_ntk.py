@@ -1,4 +1,4 @@
-"""Tests for attent_jax.ntk: every implementation against the Jacobian-contraction reference."""
+"""Tests for attent_jax.learner.ntk: every implementation against the Jacobian-contraction reference."""
 
 import jax
 import jax.numpy as jnp
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from attent_jax.model import AttentionLearner, LearnerConfig, functional, init_params, learner_fn
-from attent_jax.ntk import Implementation, empirical_ntk_fn
+from attent_jax.learner.model import AttentionLearner, LearnerConfig, functional, init_params, learner_fn
+from attent_jax.learner.ntk import Implementation, empirical_ntk_fn
 
 CONFIGS = {
     "paper": LearnerConfig(d_in=3, d_qk=4),

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from attent_jax import cli
-from attent_jax.plots import plot_runs, read_metrics
+from attent_jax.cli import main as cli
+from attent_jax.cli.plot import plot_runs, read_metrics
 
 
 def _fake_run(folder, kind="classification", epochs=3):

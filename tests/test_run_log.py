@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from attent_jax import run_log
+from attent_jax.training import run_log
 
 
 def test_resumed_log_drops_records_after_the_checkpoint_and_cut_lines(tmp_path):

@@ -1,12 +1,12 @@
-"""Tests for attent_jax.schedules: ratio r(p), interval k(p), progress and subset sizes."""
+"""Tests for attent_jax.teaching.schedules: ratio r(p), interval k(p), progress and subset sizes."""
 
 import doctest
 import math
 
 import pytest
 
-from attent_jax import schedules
-from attent_jax.schedules import interval_at, num_selected, progress, ratio_at
+from attent_jax.teaching import schedules
+from attent_jax.teaching.schedules import interval_at, num_selected, progress, ratio_at
 
 
 def test_module_docstrings_run():

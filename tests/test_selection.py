@@ -1,4 +1,4 @@
-"""Tests for attent_jax.selection: discrepancy scores and the four selectors."""
+"""Tests for attent_jax.teaching.selection: discrepancy scores and the four selectors."""
 
 import doctest
 import itertools
@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attent_jax import selection
+from attent_jax.teaching import selection
 
 DRAWS = 20000
 

@@ -1,4 +1,4 @@
-"""Tests for attent_jax.teacher: config validation, regimes, the score table, InfoBatch, determinism."""
+"""Tests for attent_jax.teaching.teacher: config validation, regimes, the score table, InfoBatch, determinism."""
 
 import doctest
 
@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attent_jax import selection, teacher as teacher_mod
-from attent_jax.teacher import Teacher, TeacherConfig
+from attent_jax.teaching import selection
+from attent_jax.teaching import teacher as teacher_mod
+from attent_jax.teaching.teacher import Teacher, TeacherConfig
 
 
 def _key(seed=0):

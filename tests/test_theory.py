@@ -9,10 +9,10 @@ import math
 import numpy as np
 import pytest
 
-from attent_jax.verify import fast_compile
-from theory import (antk, functional_consistency, gradient_form, greedy, kernel_convergence, length, loss_reduction,
+from attent_theory.verify import fast_compile
+from attent_theory import (antk, functional_consistency, gradient_form, greedy, kernel_convergence, length, loss_reduction,
                     permutation, reduction)
-from theory.report import Check, Report
+from attent_theory.report import Check, Report
 
 # (script, check name) -> why it fails; see the script's docstring.
 KNOWN_FAILURES = {

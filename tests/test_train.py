@@ -19,10 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attent_jax import train
-from attent_jax.checkpoint import CheckpointWarning
-from attent_jax.train import NonFiniteLossError, Trainer, learning_rate
-from attent_jax.train_config import TrainConfig
+from attent_jax.training import loop as train
+from attent_jax.training.checkpoint import CheckpointWarning
+from attent_jax.training.loop import NonFiniteLossError, Trainer, learning_rate
+from attent_jax.training.config import TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,8 +35,8 @@ CONFIG = dict(task="teach", quick=True, epochs=4, batch_size=8, regime="every_ep
 DRIVER = r"""
 import json, os, signal, sys, time
 import numpy as np, jax
-from attent_jax.train import Trainer
-from attent_jax.train_config import TrainConfig
+from attent_jax.training.loop import Trainer
+from attent_jax.training.config import TrainConfig
 
 for run in json.loads(sys.argv[1]):
     def on_step(step, run=run):
@@ -222,7 +222,7 @@ def test_learning_rate_warmup_cosine_and_epoch_mode():
 
 def test_discrepancy_scores_are_the_root_of_the_summed_squared_error():
     import jax.numpy as jnp
-    from attent_jax.train import example_scores
+    from attent_jax.training.loop import example_scores
 
     err = jnp.array([[[1.0, 2.0], [2.0, 0.0]], [[0.0, 0.0], [3.0, 4.0]]])      # (B, n, o)
     loss_B = jnp.mean(jnp.square(err).reshape(2, -1), axis=1)                   # the loop's regression loss

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from attent_jax import cli
-from attent_jax.train_cli import add_arguments, config_from_args
-from attent_jax.train_config import TrainConfig
+from attent_jax.cli import main as cli
+from attent_jax.cli.train import add_arguments, config_from_args
+from attent_jax.training.config import TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["--quick", "--no-progress-bar", "--epochs", "2", "--batch-size", "16", "--log-every", "5"]
@@ -31,7 +31,7 @@ def text_file(tmp_path_factory):
 # smoke tests: the numbers only need to be finite and in range).
 DRIVER = r"""
 import contextlib, io, json, sys
-from attent_jax import cli
+from attent_jax.cli import main as cli
 out = {}
 for name, argv in json.loads(sys.argv[1]).items():
     stdout, stderr = io.StringIO(), io.StringIO()
@@ -165,7 +165,7 @@ def test_bad_config_file_is_named(tmp_path, capsys):
 def test_batch_size_not_divisible_by_device_count(tmp_path):
     workdir = tmp_path / "run8"
     env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-m", "attent_jax.cli", "train", "--task", "teach", "--quick",
+    proc = subprocess.run([sys.executable, "-m", "attent_jax.cli.main", "train", "--task", "teach", "--quick",
                            "--batch-size", "12", "--workdir", str(workdir)], env=env, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]

@@ -6,9 +6,10 @@ import types
 
 import pytest
 
-from attent_jax import cli, verify
-from theory import loss_reduction
-from theory.report import Check, Report
+from attent_jax.cli import main as cli
+from attent_theory import verify
+from attent_theory import loss_reduction
+from attent_theory.report import Check, Report
 
 FIGURES = ("gradient_form.png", "antk.png", "functional_consistency.png", "loss_reduction.png", "greedy.png",
            "kernel_drift.png", "kernel_heatmaps.png", "kernel_width.png")

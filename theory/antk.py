@@ -13,11 +13,11 @@ large d' is, and rank K ≤ d·d_kv + d_kv·o (paper learner: d(d + o)).
 Checks, in float64, over the learners of paper eq. 23 (the full run: the
 paper's learner, masked, cross, sequence-level, multi-head with W_O and o = 2 —
 the quick run: the paper's learner only), for the
-`attent_jax.ntk.empirical_ntk_fn` implementations "jacobian", "ntvp" and
+`attent_jax.learner.ntk.empirical_ntk_fn` implementations "jacobian", "ntvp" and
 "analytic":
 
 - ``implementations = J Jᵀ``: every implementation equals the reference
-  J Jᵀ built here from `jax.jacrev` (independent of `attent_jax.ntk`), both for
+  J Jᵀ built here from `jax.jacrev` (independent of `attent_jax.learner.ntk`), both for
   K(X, X) and — on the paper's learner — for a pair K(X1, X2) with X1 ≠ X2
   (max relative Frobenius error ≤ 1e-10).
 - ``symmetric``: ‖K − Kᵀ‖_F / ‖K‖_F ≤ 1e-10 for K(X, X).
@@ -34,7 +34,7 @@ kernel is singular once N > d: its first element's output f_0 = s_0 W_V does
 not depend on W_Q, W_K, so those N rows of J live in a d-dimensional space.
 
 Example:
-    >>> from theory import antk
+    >>> from attent_theory import antk
     >>> antk.run(antk.Config.quick()).passed
     True
 """
@@ -47,10 +47,10 @@ import functools
 import jax
 import numpy as np
 
-from attent_jax.model import LearnerConfig, learner_fn
-from attent_jax.ntk import empirical_ntk_fn
-from theory.common import flat_jacobian, kernel_matrix, random_params, random_x
-from theory.report import Check, Report, float64, script_main
+from attent_jax.learner.model import LearnerConfig, learner_fn
+from attent_jax.learner.ntk import empirical_ntk_fn
+from .common import flat_jacobian, kernel_matrix, random_params, random_x
+from .report import Check, Report, float64, script_main
 
 CLAIM = "ANTK symmetric, positive (semi-)definite; jacobian/ntvp/analytic agree (eq. 15, App. A.4)"
 IMPLEMENTATIONS = ("jacobian", "ntvp", "analytic")
@@ -177,7 +177,7 @@ def run(config: Config = Config()) -> Report:
 
 def plot(report: Report, out_dir: str) -> list[str]:
     """Heatmap of the paper learner's ANTK K(X1, X1) and the spectrum of K(X, X) against the rank bound."""
-    from theory.report import new_figure, save_figure
+    from .report import new_figure, save_figure
 
     paper = report.data.get(PAPER)
     if not paper:

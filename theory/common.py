@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attent_jax.model import LearnerConfig, init_params
+from attent_jax.learner.model import LearnerConfig, init_params
 
 
 def random_params(lc: LearnerConfig, rng: np.random.Generator) -> dict:
@@ -55,6 +55,6 @@ def kernel_matrix(k) -> np.ndarray:
 
 
 def flat_jacobian(f, params, x) -> jax.Array:
-    """J (outputs × parameters): the reference Jacobian, independent of `attent_jax.ntk`."""
+    """J (outputs × parameters): the reference Jacobian, independent of `attent_jax.learner.ntk`."""
     jac = jax.jacrev(lambda p: f(p, x).reshape(-1))(params)
     return jnp.concatenate([j.reshape(j.shape[0], -1) for j in jax.tree.leaves(jac)], axis=1)

@@ -5,7 +5,7 @@ Claim (paper eqs. 13–15, Theorem 3, App. B.1): a gradient-descent step
 
     f_θ'(S) − f_θ(S) = −η Σ_j K_θ(S, S_j) ∂L/∂f(S_j) + R(η),      R(η) = O(η²),
 
-with K_θ the ANTK (`attent_jax.ntk`), i.e. to first order the parameter step is
+with K_θ the ANTK (`attent_jax.learner.ntk`), i.e. to first order the parameter step is
 a functional-gradient step with the kernel. We check the order of the
 remainder: the *relative* remainder ρ(η) = ‖R(η)‖ / ‖η K ∂L/∂f‖ must shrink
 linearly in η. Measured on the training sequences and on held-out sequences,
@@ -19,7 +19,7 @@ Losses (both convex in f): ½‖f − y‖² (MSE) and a softplus/logistic loss
 Σ softplus(−y·f) with y ∈ {±1}; ∂L/∂f by `jax.grad`.
 
 Example:
-    >>> from theory import functional_consistency as fc
+    >>> from attent_theory import functional_consistency as fc
     >>> fc.run(fc.Config.quick()).passed
     True
 """
@@ -33,10 +33,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attent_jax.model import LearnerConfig, learner_fn
-from attent_jax.ntk import empirical_ntk_fn
-from theory.common import kernel_matrix, random_params, random_x
-from theory.report import Check, Report, float64, loglog_slope, rel_err, script_main
+from attent_jax.learner.model import LearnerConfig, learner_fn
+from attent_jax.learner.ntk import empirical_ntk_fn
+from .common import kernel_matrix, random_params, random_x
+from .report import Check, Report, float64, loglog_slope, rel_err, script_main
 
 CLAIM = "a GD step changes f by -η K ∂L/∂f + O(η²) (Theorem 3, eqs. 13-18)"
 LOSSES = ("mse", "logistic")
@@ -131,7 +131,7 @@ def run(config: Config = Config()) -> Report:
 
 def plot(report: Report, out_dir: str) -> list[str]:
     """log-log relative remainder against η with a slope-1 guide (Figure: remainder order)."""
-    from theory.report import new_figure, save_figure
+    from .report import new_figure, save_figure
 
     fig, ax = new_figure(figsize=(5.2, 3.8))
     for kind in LOSSES:

@@ -1,7 +1,7 @@
 """The importance-adaptive closed form of the gradient equals autodiff (paper §4.1, eqs. 9–12, App. A.3).
 
 Claim: for the single-layer attention learner, ∂L/∂W for every weight is the
-batch gradient Σ_b F_bᵀ Γ_b of `attent_jax.importance`, with F the element
+batch gradient Σ_b F_bᵀ Γ_b of `attent_jax.learner.importance`, with F the element
 features each weight multiplies (S for W_Q; T — S itself for self-attention —
 for W_K and W_V) and Γ the per-element importances computed in closed form from
 Q, K, V, A and ∂L/∂f. Checked in float64 against `jax.grad`, on every variant
@@ -21,7 +21,7 @@ Two checks per variant and two overall:
 - ``loss_grad (MSE)``: `importance.loss_grad` equals jax.grad of Σ ½‖f − y‖².
 
 Example:
-    >>> from theory import gradient_form
+    >>> from attent_theory import gradient_form
     >>> report = gradient_form.run(gradient_form.Config.quick())
     >>> report.passed
     True
@@ -36,10 +36,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attent_jax.importance import importance_grad, loss_grad
-from attent_jax.model import LearnerConfig, learner_fn
-from theory.common import output_shape, random_params, random_x
-from theory.report import Check, Report, float64, rel_err, script_main
+from attent_jax.learner.importance import importance_grad, loss_grad
+from attent_jax.learner.model import LearnerConfig, learner_fn
+from .common import output_shape, random_params, random_x
+from .report import Check, Report, float64, rel_err, script_main
 
 CLAIM = "closed-form importance-adaptive gradient = jax.grad (eqs. 9-12, App. A.3)"
 
@@ -158,7 +158,7 @@ def run(config: Config = Config()) -> Report:
 
 def plot(report: Report, out_dir: str) -> list[str]:
     """A bar chart of the relative errors per variant (log scale) against the tolerance."""
-    from theory.report import new_figure, save_figure
+    from .report import new_figure, save_figure
 
     names = [k for k, v in report.data.items() if isinstance(v, dict)]
     fig, ax = new_figure(figsize=(7, 3.2))

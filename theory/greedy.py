@@ -1,7 +1,7 @@
 """Greedy teaching picks the steepest sequences and speeds up learning (§4.3, eqs. 20–21, Algorithm 1).
 
 Setting. A target mapping f* realized by a dense set of N ≥ 4096 sequence–
-property pairs {(S_j, y_j = f*(S_j))} from `attent_jax.data.make_teach_data`
+property pairs {(S_j, y_j = f*(S_j))} from `attent_jax.tasks.datasets.make_teach_data`
 (a random per-element MLP plus a cross-element mean term: not an attention map
 of the learner's form, so no learner fits it exactly), an attention learner f_θ
 (the paper's single-layer learner, element-level output), a subset size m.
@@ -51,7 +51,7 @@ boundary step its set loss zigzags (each step refits the current worst
 sequences), so the training checks fail honestly there.
 
 Example:
-    >>> from theory import greedy
+    >>> from attent_theory import greedy
     >>> report = greedy.run(greedy.Config.quick())
     >>> report.checks[0].value > 1
     True
@@ -66,11 +66,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attent_jax.data import make_teach_data
-from attent_jax.model import LearnerConfig, learner_fn
-from attent_jax.ntk import empirical_ntk_fn
-from theory.common import kernel_matrix, random_params
-from theory.report import Check, Report, script_main
+from attent_jax.tasks.datasets import make_teach_data
+from attent_jax.learner.model import LearnerConfig, learner_fn
+from attent_jax.learner.ntk import empirical_ntk_fn
+from .common import kernel_matrix, random_params
+from .report import Check, Report, script_main
 
 CLAIM = "greedy (largest |f - f*|) subsets steepen the functional gradient and learn faster (eqs. 20-21, Alg. 1)"
 
@@ -250,7 +250,7 @@ def run(config: Config = Config()) -> Report:
 
 def plot(report: Report, out_dir: str) -> list[str]:
     """Set loss against step for greedy (Algorithm 1) and random subsets: rows step sizes, columns seeds."""
-    from theory.report import new_figure, save_figure
+    from .report import new_figure, save_figure
 
     runs = report.data["runs"]
     rhos = list(runs[0]["by_rho"])

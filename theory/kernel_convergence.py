@@ -9,8 +9,8 @@ remains constant during training when the ANN width is assumed to be infinite".
 Main run (Figures 5–6 analogue). The paper's learner (one head, element
 outputs mean-pooled to a sequence-level property, c = 1/√d') trained by
 full-batch gradient descent on ½‖f − y‖² averaged over a teach-style
-synthetic task (`attent_jax.data.make_teach_data`, a non-attention target),
-tracking the ANTK K_t (`attent_jax.ntk`, analytic) on the first 10 training
+synthetic task (`attent_jax.tasks.datasets.make_teach_data`, a non-attention target),
+tracking the ANTK K_t (`attent_jax.learner.ntk`, analytic) on the first 10 training
 sequences every `every` steps. With the canonical kernel unavailable, the
 final kernel K_T stands in for it: drift_t = ‖K_t − K_T‖_F / ‖K_T‖_F.
 Step size from Proposition 4: the mean loss is ξ-smooth with ξ = 1/N, so
@@ -53,7 +53,7 @@ falls like width^(−1/2), so −0.25 asks for at least half that rate.
   then moves O(1/√H), so the kernel is expected to freeze.
 
 Example:
-    >>> from theory import kernel_convergence as kc
+    >>> from attent_theory import kernel_convergence as kc
     >>> report = kc.run(kc.Config.quick())
     >>> [c.name for c in report.checks][:2]
     ['drift stays < 5% once below (constant)', 'settled by, fraction of T (constant)']
@@ -69,11 +69,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attent_jax.data import make_teach_data
-from attent_jax.model import LearnerConfig, learner_fn
-from attent_jax.ntk import empirical_ntk_fn
-from theory.common import random_params
-from theory.report import Check, Report, loglog_slope, script_main
+from attent_jax.tasks.datasets import make_teach_data
+from attent_jax.learner.model import LearnerConfig, learner_fn
+from attent_jax.learner.ntk import empirical_ntk_fn
+from .common import random_params
+from .report import Check, Report, loglog_slope, script_main
 
 CLAIM = "the ANTK settles early (Figs. 5-6, App. D.3) and freezes as width grows (§4.2, Hron et al.)"
 # Figure 6's checkpoints (epochs of an 800-epoch run), scaled to our run length.
@@ -270,7 +270,7 @@ def run(config: Config = Config()) -> Report:
 
 def plot(report: Report, out_dir: str) -> list[str]:
     """Figure 5 (drift vs step), Figure 6 (heatmaps at checkpoints) and the width sweeps."""
-    from theory.report import new_figure, save_figure
+    from .report import new_figure, save_figure
 
     mains = report.data["main"]
     paths = []

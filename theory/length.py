@@ -24,7 +24,7 @@ length-invariant in this sense, since a repeated element's copies see different
 prefixes.
 
 Example:
-    >>> from theory import length
+    >>> from attent_theory import length
     >>> length.run(length.Config.quick()).passed
     True
 """
@@ -37,9 +37,9 @@ import functools
 import jax
 import numpy as np
 
-from attent_jax.model import LearnerConfig, learner_fn
-from theory.common import output_shape, random_params, random_x
-from theory.report import Check, Report, float64, rel_err, script_main
+from attent_jax.learner.model import LearnerConfig, learner_fn
+from .common import output_shape, random_params, random_x
+from .report import Check, Report, float64, rel_err, script_main
 
 CLAIM = "gradient of the mean per-element loss is unchanged when the length is scaled (§4.1)"
 

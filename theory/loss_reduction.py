@@ -43,7 +43,7 @@ random sequences with softmax importances α (the canonical kernel's form);
 a·log cosh (ξ = a), and a non-separable ½ (f − y)ᵀH(f − y) (ξ = λ_max(H)).
 
 Example:
-    >>> from theory import loss_reduction
+    >>> from attent_theory import loss_reduction
     >>> loss_reduction.run(loss_reduction.Config.quick()).passed
     True
 """
@@ -54,7 +54,7 @@ import dataclasses
 
 import numpy as np
 
-from theory.report import Check, Report, script_main
+from .report import Check, Report, script_main
 
 CLAIM = "η ≤ 1/(ξτ) ⇒ L(f - ηKg) ≤ L(f) - (η/2) gᵀKg (Proposition 4, eq. 19, App. B.2)"
 KERNELS = ("spectrum", "rbf", "linear", "sequence")
@@ -203,7 +203,7 @@ def run(config: Config = Config()) -> Report:
 
 def plot(report: Report, out_dir: str) -> list[str]:
     """Normalized decrease D/(η gᵀKg) against ρ = ξητ, with the bounds (b) and (c)."""
-    from theory.report import new_figure, save_figure
+    from .report import new_figure, save_figure
 
     sc = report.data["scatter"]
     rho, dec, loss = np.asarray(sc["rho"]), np.asarray(sc["normalized_decrease"]), np.asarray(sc["loss"])

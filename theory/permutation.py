@@ -23,7 +23,7 @@ Not claimed, and reported as data only: the masked (causal) learner is *not*
 equivariant — its mask ties each element to its position.
 
 Example:
-    >>> from theory import permutation
+    >>> from attent_theory import permutation
     >>> permutation.run(permutation.Config.quick()).passed
     True
 """
@@ -37,10 +37,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attent_jax.importance import loss_grad
-from attent_jax.model import LearnerConfig, learner_fn
-from theory.common import output_shape, random_params, random_x
-from theory.report import Check, Report, float64, rel_err, script_main
+from attent_jax.learner.importance import loss_grad
+from attent_jax.learner.model import LearnerConfig, learner_fn
+from .common import output_shape, random_params, random_x
+from .report import Check, Report, float64, rel_err, script_main
 
 CLAIM = "gradient rows follow element order: equivariant under reordering (§4.1, eq. 11)"
 

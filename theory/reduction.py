@@ -5,7 +5,7 @@ reduces to the derivative of a multilayer perceptron without nonlinear
 activations and with batch input."
 
 What we check, and why it is meaningful. The closed form writes every weight's
-gradient as ∂L/∂W = Σ_b Σ_e F_beᵀ Γ_be (`attent_jax.importance`): a sum over the
+gradient as ∂L/∂W = Σ_b Σ_e F_beᵀ Γ_be (`attent_jax.learner.importance`): a sum over the
 *elements* e of all sequences, each feature row F_be (s_i for W_Q, t_j for W_K
 and W_V) times an importance row Γ_be. Compare the linear model without
 activation h_W(s) = s W, applied to the batch of element features
@@ -30,7 +30,7 @@ as data: how far the unit-importance gradient is from the true one (the
 importances are not trivial).
 
 Example:
-    >>> from theory import reduction
+    >>> from attent_theory import reduction
     >>> reduction.run(reduction.Config.quick()).passed
     True
 """
@@ -44,10 +44,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attent_jax.importance import loss_grad, unit_importance_grad
-from attent_jax.model import LearnerConfig, learner_fn
-from theory.common import output_shape, random_params, random_x
-from theory.report import Check, Report, float64, rel_err, script_main
+from attent_jax.learner.importance import loss_grad, unit_importance_grad
+from attent_jax.learner.model import LearnerConfig, learner_fn
+from .common import output_shape, random_params, random_x
+from .report import Check, Report, float64, rel_err, script_main
 
 CLAIM = "unit importances reduce the gradient to a linear model's batch gradient (§4.1)"
 WEIGHTS = ("w_q", "w_k", "w_v")

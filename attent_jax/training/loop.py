@@ -1,15 +1,15 @@
 """Sharded training with AtteNT data selection: ``train_and_evaluate(config, workdir) -> dict``.
 
 The loop of the paper's experiments (§5, Appendix C) around the greedy teacher
-of §4.3 / Algorithm 1 (`attent_jax.teacher`): each epoch the teacher plans which
+of §4.3 / Algorithm 1 (`attent_jax.teaching.teacher`): each epoch the teacher plans which
 examples to train on (from its per-example score table), every training step
 writes the per-example losses of its own forward pass back into that table (so
 scores come for free), and a full scoring pass runs only when the teacher's
 schedule asks for one (``teacher.needs_full_scoring``).
 
 Sections: tasks and stages · state · the trainer (jitted functions, the loop).
-The mesh and the state's shardings are in `attent_jax.mesh`, the host-side
-bookkeeping and logs in `attent_jax.run_log`.
+The mesh and the state's shardings are in `attent_jax.training.mesh`, the host-side
+bookkeeping and logs in `attent_jax.training.run_log`.
 
 Parallelism: one `Mesh` with a single "data" axis over all devices (of all
 hosts). The batch, the scoring pass and the evaluation are split over "data";
@@ -28,14 +28,14 @@ dropped (the dropped examples differ between epochs: the order is reshuffled).
 
 Resumption: the whole state — params, optimizer state, teacher state (score
 table, selection, schedule position), the epoch's data order, RNG key and the
-step/epoch/position clock — is one pytree saved by `attent_jax.checkpoint`
+step/epoch/position clock — is one pytree saved by `attent_jax.training.checkpoint`
 every ``checkpoint_every`` steps and at each epoch end. A run started again in
 the same folder resumes from its newest intact checkpoint, and on the same
 device count ends with bitwise the same parameters as an uninterrupted run.
 
 Example:
-    >>> from attent_jax.train import train_and_evaluate
-    >>> from attent_jax.train_config import TrainConfig
+    >>> from attent_jax.training.loop import train_and_evaluate
+    >>> from attent_jax.training.config import TrainConfig
     >>> result = train_and_evaluate(TrainConfig(task="teach", quick=True, epochs=2, batch_size=16,
     ...                                         progress_bar=False), "/tmp/attent_doc_run")  # doctest: +SKIP
     >>> sorted(result)[:3]  # doctest: +SKIP
@@ -59,17 +59,18 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from attent_jax import data as data_lib
-from attent_jax import tasks as tasks_lib
-from attent_jax.checkpoint import Checkpointer, abstract_like
-from attent_jax.mesh import check_batch_divisible, initialize_distributed, make_mesh, state_shardings
-from attent_jax.model import AttentionLearner, LearnerConfig
-from attent_jax.run_log import NonFiniteLossError  # noqa: F401  (raised by train_and_evaluate; import it from here)
-from attent_jax.run_log import MetricsLog, Session, warn_once, write_atomic
-from attent_jax.teacher import Teacher, TeacherConfig
-from attent_jax.train_config import TrainConfig
-from attent_jax.transformer import (DecoderConfig, EncoderConfig, classification_correct, classification_losses,
-                                    greedy_decode, lm_accuracy, lm_losses, make_model)
+from attent_jax.tasks import datasets as data_lib
+from attent_jax.tasks import generators as tasks_lib
+from attent_jax.training.checkpoint import Checkpointer, abstract_like
+from attent_jax.training.mesh import check_batch_divisible, initialize_distributed, make_mesh, state_shardings
+from attent_jax.learner.model import AttentionLearner, LearnerConfig
+from attent_jax.training.run_log import NonFiniteLossError  # noqa: F401  (raised by train_and_evaluate; import it from here)
+from attent_jax.training.run_log import MetricsLog, Session, warn_once, write_atomic
+from attent_jax.teaching.teacher import Teacher, TeacherConfig
+from attent_jax.training.config import TrainConfig
+from attent_jax.models import make_model
+from attent_jax.models.decoder import DecoderConfig, greedy_decode, lm_accuracy, lm_losses
+from attent_jax.models.encoder import EncoderConfig, classification_correct, classification_losses
 
 CONFIG_FILE = "config.json"
 # Fields that change only what a run shows or how often it saves, never its numbers (resume is bitwise
@@ -474,7 +475,8 @@ class Trainer:
     def _run(self, ckpt: Checkpointer, log: "MetricsLog", on_step) -> dict:
         restored = self.restore(ckpt)
         state, meta = (self.init_state(), {}) if restored is None else restored
-        run = Session(self, ckpt, log, jax.device_get(state["clock"]), meta, resumed=restored is not None)
+        run = Session(self.config, sum(sum(p) for p in self.planned), ckpt, log, jax.device_get(state["clock"]), meta,
+                      resumed=restored is not None)
         train_data = [{k: self._put(v) for k, v in s.train.items()} for s in self.stages]
         test_data = [{k: self._put(v) for k, v in s.test.items()} for s in self.stages]
         decode_data = [s.decode and (self._put(s.decode["prompts"]), self._put(s.decode["prompt_lens"]))

@@ -64,7 +64,7 @@ same stream.
 
 Example (a loop of your own; here the "losses" are made up):
     >>> import jax, jax.numpy as jnp
-    >>> from attent_jax.teacher import Teacher, TeacherConfig
+    >>> from attent_jax.teaching.teacher import Teacher, TeacherConfig
     >>> N, E = 10, 4
     >>> teacher = Teacher(TeacherConfig(regime="finetune", selector="hard", ratio_schedule="fixed",
     ...                                 ratio=0.7), num_examples=N)
@@ -93,8 +93,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from attent_jax import schedules, selection
-from attent_jax.validate import check_array, check_same_leading
+from attent_jax.teaching import schedules
+from attent_jax.teaching import selection
+from attent_jax.learner.validate import check_array, check_same_leading
 
 REGIMES = ("finetune", "scratch", "every_epoch", "infobatch", "full")
 EPOCH_KINDS = ("full", "select", "reuse", "infobatch")
@@ -104,7 +105,7 @@ RESCORE = ("all", "unselected")
 @dataclasses.dataclass(frozen=True)
 class TeacherConfig:
     regime: str = "scratch"              # one of REGIMES (see the module docstring)
-    selector: str = "soft"               # hard | soft | random | class_weight (attent_jax.selection)
+    selector: str = "soft"               # hard | soft | random | class_weight (attent_jax.teaching.selection)
     temperature: float = 1.0             # soft: draws ∝ exp(loss / temperature); losses' scale matters
     normalize_scores: bool = False       # soft: standardize losses ((s − mean) / std) first (off = the paper)
     ratio_schedule: str = "incremental"  # fixed | incremental | cosine: r(p), share of data per selected epoch

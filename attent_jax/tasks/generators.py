@@ -1,11 +1,11 @@
 """Array generators behind the training tasks: the teaching target, MNIST-1D, text windows, arithmetic.
 
-Pure numpy, no JAX and no `Dataset`: `attent_jax.data.load_task` assembles these
+Pure numpy, no JAX and no `Dataset`: `attent_jax.tasks.datasets.load_task` assembles these
 into datasets, and the theory scripts import the generators directly (e.g. the
 teaching target of §4.3 / Algorithm 1 via `make_teach_data`).
 
 Example:
-    >>> from attent_jax.tasks import make_teach_data
+    >>> from attent_jax.tasks.generators import make_teach_data
     >>> s, y = make_teach_data(16, seq_len=8, d_in=8, d_out=1, seed=0)
     >>> s.shape, y.shape
     ((16, 8, 8), (16, 8, 1))
@@ -35,8 +35,11 @@ def _check_positive(**fields: int) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class Teacher:
-    """A fixed random non-attention target f*: ℝ^{n×d} → ℝ^{n×o} (or ℝ^o at sequence level).
+class TargetMapping:
+    """The target mapping f* of the `teach` task: fixed, random, not an attention map; ℝ^{n×d} → ℝ^{n×o} (or ℝ^o).
+
+    (Named for what it is: the AtteNT *teacher*, which selects examples, is
+    `attent_jax.teaching.teacher.Teacher`.)
 
         h_i = tanh(s_i W1 + b1)                          (per-element 2-layer MLP, hidden width h)
         f*(S)_i = h_i W2 + (1/n Σ_j h_j) W3              (plus a mixing term across elements)
@@ -62,21 +65,21 @@ class Teacher:
         return y_Nxnxo if self.level == "element" else y_Nxnxo.mean(axis=1)
 
 
-def make_teacher(d_in: int, d_out: int, seed: int, level: str = "element", hidden: int = 32) -> Teacher:
-    """Draw the random teacher of `make_teach_data` (same `seed` → same teacher).
+def make_target_mapping(d_in: int, d_out: int, seed: int, level: str = "element", hidden: int = 32) -> TargetMapping:
+    """Draw the random target mapping f* of `make_teach_data` (same `seed` → same f*).
 
     Weights are scaled by 1/√fan_in so targets are O(1) for standard-normal inputs.
 
     Example:
         >>> import numpy as np
-        >>> make_teacher(4, 2, seed=0)(np.zeros((3, 5, 4))).shape
+        >>> make_target_mapping(4, 2, seed=0)(np.zeros((3, 5, 4))).shape
         (3, 5, 2)
     """
     _check_positive(d_in=d_in, d_out=d_out, hidden=hidden)
     if level not in LEVELS:
         raise ValueError(f"level: got {level!r}, expected one of {LEVELS}")
-    rng = np.random.default_rng([seed, 0])  # stream 0: the teacher; stream 1: the sequences
-    return Teacher(w1_dxh=rng.standard_normal((d_in, hidden)) / np.sqrt(d_in),
+    rng = np.random.default_rng([seed, 0])  # stream 0: the target mapping; stream 1: the sequences
+    return TargetMapping(w1_dxh=rng.standard_normal((d_in, hidden)) / np.sqrt(d_in),
                    b1_h=0.1 * rng.standard_normal(hidden),
                    w2_hxo=rng.standard_normal((hidden, d_out)) / np.sqrt(hidden),
                    w3_hxo=rng.standard_normal((hidden, d_out)) / np.sqrt(hidden),
@@ -88,7 +91,7 @@ def make_teach_data(num_examples: int, seq_len: int, d_in: int, d_out: int, seed
                     dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
     """The dense set {(S_j, f*(S_j))} of N sequence–property pairs the teacher selects from (§4.3).
 
-    S_j ∈ ℝ^{n×d} has i.i.d. standard-normal entries; f* is `make_teacher(d_in,
+    S_j ∈ ℝ^{n×d} has i.i.d. standard-normal entries; f* is `make_target_mapping(d_in,
     d_out, teacher_seed, level, hidden)` (`teacher_seed=None` → `seed`). Use one
     `teacher_seed` and different `seed`s for train and test sets of one target.
 
@@ -100,10 +103,10 @@ def make_teach_data(num_examples: int, seq_len: int, d_in: int, d_out: int, seed
         (4, 1)
     """
     _check_positive(num_examples=num_examples, seq_len=seq_len)
-    teacher = make_teacher(d_in, d_out, seed if teacher_seed is None else teacher_seed, level, hidden)
+    target = make_target_mapping(d_in, d_out, seed if teacher_seed is None else teacher_seed, level, hidden)
     rng = np.random.default_rng([seed, 1])
     s_Nxnxd = rng.standard_normal((num_examples, seq_len, d_in))
-    return s_Nxnxd.astype(dtype), teacher(s_Nxnxd).astype(dtype)
+    return s_Nxnxd.astype(dtype), target(s_Nxnxd).astype(dtype)
 
 
 # --------------------------------------------------------------------------- MNIST-1D
@@ -294,7 +297,7 @@ def exact_match(decode_fn, prompts_BxT, prompt_lens_B, answers, vocab: CharVocab
     """Exact-match flags (B,) of greedy answers: `decode_fn(prompts, lens) -> tokens` fills the buffers.
 
     Example (with a trained decoder `model` and an arith `Dataset` `ds`):
-        >>> # from attent_jax.transformer import greedy_decode
+        >>> # from attent_jax.models.decoder import greedy_decode
         >>> # ok = exact_match(lambda p, l: greedy_decode(model, p, l), ds.prompts_test,
         >>> #                  ds.prompt_lens_test, ds.answers_test, ds.vocab)
     """

@@ -28,7 +28,7 @@ its users feel at home:
   output (N, n, o) and ``trace_axes=(-1,)``: (N1, N2, n, n); with
   ``trace_axes=()``: (N1, N2, n, n, o, o).
 - ``implementation``: "jacobian" (reference), "ntvp" (low memory) or "analytic"
-  (the closed form for the learner of `attent_jax.model`, MATH.md's
+  (the closed form for the learner of `attent_jax.learner.model`, MATH.md's
   K_ij = (AS)_i·(A'S')_j + c²(s_i·s'_j)(c_i·c'_j) + c²(u_i·u'_j)(q_i·q'_j)
   generalised to o outputs, H heads, causal masks, cross-attention, W_O and
   mean pooling; derivation in `_analytic_features` / `_analytic_dense`). Costs
@@ -41,8 +41,8 @@ its users feel at home:
 
 Example:
     >>> import jax, jax.numpy as jnp
-    >>> from attent_jax.model import LearnerConfig, init_params, learner_fn
-    >>> from attent_jax.ntk import empirical_ntk_fn
+    >>> from attent_jax.learner.model import LearnerConfig, init_params, learner_fn
+    >>> from attent_jax.learner.ntk import empirical_ntk_fn
     >>> cfg = LearnerConfig(d_in=4, d_qk=8)
     >>> params = init_params(cfg, jax.random.key(0))
     >>> s = jax.random.normal(jax.random.key(1), (3, 5, 4))
@@ -63,8 +63,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from attent_jax.model import LearnerConfig, attention_weights, check_inputs, learner_fn
-from attent_jax.validate import check_array
+from attent_jax.learner.model import LearnerConfig, attention_weights, check_inputs, learner_fn
+from attent_jax.learner.validate import check_array
 
 # Every contraction of ours runs at full float32 precision: on accelerators the
 # default may be TF32, which would break the implementations' agreement.
@@ -85,7 +85,7 @@ class Implementation(str, enum.Enum):
       Time O(N2·O·(C_f + N1·C_f)); memory O(O·P + N1·O²) besides the output:
       never more than one example's Jacobian (the O cotangents' vjps).
     - ``ANALYTIC``: the closed form of the single-layer learner of
-      `attent_jax.model` (needs ``learner_config``), a sum of Hadamard products of
+      `attent_jax.learner.model` (needs ``learner_config``), a sum of Hadamard products of
       importance-weighted feature Gram matrices (see `_analytic_dense`).
       Time O(N·H·n·m·(d + d' + o·(d' + d_kv))) for features plus
       O(N1·N2·n²·(d + H·(d' + d_kv) + H·O²·(d' + d_kv))) for the kernel,
@@ -108,7 +108,7 @@ def empirical_ntk_fn(f: Callable | None, trace_axes=(-1,), diagonal_axes=(), vma
 
     Args:
       f: ``f(params, x) -> (N, *out)``; may be None for ``"analytic"``, which
-        then uses `attent_jax.model.learner_fn(learner_config)`.
+        then uses `attent_jax.learner.model.learner_fn(learner_config)`.
       trace_axes: output axes (batch axis 0 excluded, negatives allowed) to trace
         over; the trace is divided by the product of their sizes (a mean).
       diagonal_axes: output axes on which to keep only the diagonal.

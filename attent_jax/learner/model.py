@@ -18,13 +18,13 @@ Two views of one computation:
   ``model(s_Bxnxd, t_Bxmxd)`` for cross-attention.
 - `functional(model) -> (f, params)`, a pure ``f(params, x)`` over a plain dict
   of arrays (via `nnx.split` / `nnx.merge`) for `jax.grad`, `jax.jacrev`,
-  `jax.vmap` and the kernels in `attent_jax.ntk`. For cross-attention ``x`` is
+  `jax.vmap` and the kernels in `attent_jax.learner.ntk`. For cross-attention ``x`` is
   the pair ``(s_Bxnxd, t_Bxmxd)``.
 
 Example:
     >>> import jax, jax.numpy as jnp
     >>> from flax import nnx
-    >>> from attent_jax.model import LearnerConfig, AttentionLearner, functional
+    >>> from attent_jax.learner.model import LearnerConfig, AttentionLearner, functional
     >>> model = AttentionLearner(LearnerConfig(d_in=4, d_qk=8), rngs=nnx.Rngs(0))
     >>> f, params = functional(model)
     >>> f(params, jnp.ones((2, 5, 4))).shape
@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attent_jax.validate import check_array, check_same_leading
+from attent_jax.learner.validate import check_array, check_same_leading
 
 SCALES = ("one", "sqrt")
 POOLS = ("none", "mean")
@@ -204,12 +204,3 @@ def learner_fn(config: LearnerConfig):
         return _apply_batch(config, params, s, t)
 
     return f
-
-
-def _register():
-    # The transformer registry builds models by name; the single-layer learner joins it here.
-    from attent_jax.transformer import register_model
-    register_model("attention", LearnerConfig, AttentionLearner)
-
-
-_register()

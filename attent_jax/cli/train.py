@@ -20,7 +20,7 @@ import json
 import os
 import sys
 
-from attent_jax.train_config import TrainConfig, field_help
+from attent_jax.training.config import TrainConfig, field_help
 
 
 def _flag_type(field: dataclasses.Field):
@@ -66,7 +66,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def cli(args: argparse.Namespace) -> int:
-    from attent_jax.train import NonFiniteLossError, train_and_evaluate
+    from attent_jax.training.loop import NonFiniteLossError, train_and_evaluate
 
     config = config_from_args(args)
     try:

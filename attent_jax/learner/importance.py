@@ -47,8 +47,8 @@ Variants:
 
 Example:
     >>> import jax, jax.numpy as jnp
-    >>> from attent_jax.model import LearnerConfig, init_params, learner_fn
-    >>> from attent_jax.importance import importance_grad, grads_from_importance
+    >>> from attent_jax.learner.model import LearnerConfig, init_params, learner_fn
+    >>> from attent_jax.learner.importance import importance_grad, grads_from_importance
     >>> cfg = LearnerConfig(d_in=3, d_qk=4)
     >>> params = init_params(cfg, jax.random.key(0))
     >>> s = jax.random.normal(jax.random.key(1), (2, 5, 3))
@@ -68,8 +68,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from attent_jax.model import LearnerConfig, attention_weights, check_inputs
-from attent_jax.validate import check_array
+from attent_jax.learner.model import LearnerConfig, attention_weights, check_inputs
+from attent_jax.learner.validate import check_array
 
 LOSSES = ("mse",)
 # Weights without a head axis: their importance carries a singleton head axis
@@ -229,7 +229,7 @@ def importance_grad(config: LearnerConfig, params: dict, x, cotangent) -> Import
       the n queries for "w_q" and "w_o", the m keys/values for "w_k" and "w_v".
 
     Example:
-      >>> from attent_jax.model import init_params
+      >>> from attent_jax.learner.model import init_params
       >>> cfg = LearnerConfig(d_in=3, d_qk=4, causal=True, pool="mean")
       >>> params = init_params(cfg, jax.random.key(0))
       >>> ig = importance_grad(cfg, params, jnp.ones((2, 5, 3)), jnp.ones((2, 1)))
@@ -248,7 +248,7 @@ def loss_grad(config: LearnerConfig, params: dict, x, y, loss: str = "mse") -> I
     ``0.5 * ((result.output - y) ** 2).sum()``.
 
     Example:
-      >>> from attent_jax.model import init_params
+      >>> from attent_jax.learner.model import init_params
       >>> cfg = LearnerConfig(d_in=3, d_qk=4)
       >>> params = init_params(cfg, jax.random.key(0))
       >>> loss_grad(cfg, params, jnp.ones((2, 5, 3)), jnp.zeros((2, 5, 1))).grads["w_v"].shape
@@ -299,7 +299,7 @@ def unit_importance_grad(result: ImportanceGrad) -> dict:
     batch of element features (each with loss gradient 1 in every output).
 
     Example:
-      >>> from attent_jax.model import init_params
+      >>> from attent_jax.learner.model import init_params
       >>> cfg = LearnerConfig(d_in=3, d_qk=4)
       >>> ig = importance_grad(cfg, init_params(cfg, jax.random.key(0)), jnp.ones((2, 5, 3)), jnp.ones((2, 5, 1)))
       >>> float(unit_importance_grad(ig)["w_q"][0, 0, 0])

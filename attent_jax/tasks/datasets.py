@@ -14,7 +14,7 @@ Each task has a frozen config; `quick=True` starts from sizes small enough for
 tests, and keyword options override single fields.
 
 Example:
-    >>> from attent_jax.data import load_task
+    >>> from attent_jax.tasks.datasets import load_task
     >>> ds = load_task("teach", quick=True, level="sequence")
     >>> ds.kind, ds.x_train.shape, ds.y_train.shape
     ('regression', (64, 4, 3), (64, 1))
@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from attent_jax.tasks import (ARITH_CHARS, LEVELS, CharVocab, arith_max_len, encode_arith,  # noqa: F401
+from attent_jax.tasks.generators import (ARITH_CHARS, LEVELS, CharVocab, arith_max_len, encode_arith,  # noqa: F401
                               exact_match, make_arith_questions, make_mnist1d, make_teach_data, read_text,
                               text_windows)
 

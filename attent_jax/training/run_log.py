@@ -1,6 +1,6 @@
 """The host-side side of a training run: its clock mirror, timers, metrics log, progress bar and NaN stop.
 
-`Session` is the bookkeeping of one `attent_jax.train.Trainer.run`; `MetricsLog`
+`Session` is the bookkeeping of one `attent_jax.training.loop.Trainer.run`; `MetricsLog`
 writes the run folder's JSON lines. Nothing here touches device arrays except
 `Session.flush`, which fetches the pending step metrics by an explicit
 ``jax.device_get``.
@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 import jax
 import numpy as np
 
-from attent_jax.checkpoint import Checkpointer
+from attent_jax.training.checkpoint import Checkpointer
 
 if TYPE_CHECKING:
-    from attent_jax.train import Stage, Trainer
+    from attent_jax.training.config import TrainConfig
 
 
 class NonFiniteLossError(RuntimeError):
@@ -36,9 +36,10 @@ class Session:
     running epoch loss) travel in each checkpoint's JSON meta.
     """
 
-    def __init__(self, trainer: "Trainer", ckpt: Checkpointer, log: "MetricsLog", clock: dict, meta: dict,
-                 resumed: bool):
-        self.trainer, self.ckpt, self.log = trainer, ckpt, log
+    def __init__(self, config: "TrainConfig", total_steps: int, ckpt: Checkpointer, log: "MetricsLog", clock: dict,
+                 meta: dict, resumed: bool):
+        # The run's config is read for what it shows (batch, progress bar, the lr named in a NaN stop).
+        self.config, self.ckpt, self.log = config, ckpt, log
         self.clock = {k: int(v) for k, v in clock.items()}
         log.truncate_after(self.clock["step"] if resumed else -1)
         self.totals = {k: float(meta.get(k, 0.0)) for k in ("wall_time", "time_scoring", "time_selecting")}
@@ -53,8 +54,7 @@ class Session:
         self.pending: list = []  # per-step metrics still on device
         self._window = {"t": time.perf_counter(), "examples": 0}
         self._timed = {"examples": 0, "seconds": 0.0, "since": None}
-        total = sum(sum(p) for p in trainer.planned)
-        self.bar = progress_bar(trainer.config.progress_bar and jax.process_index() == 0, total, self.clock["step"])
+        self.bar = progress_bar(config.progress_bar and jax.process_index() == 0, total_steps, self.clock["step"])
 
     def wall(self) -> float:
         return time.perf_counter() - self._start
@@ -75,7 +75,7 @@ class Session:
         return self._timed["examples"] / self._timed["seconds"] if self._timed["seconds"] else None
 
     def step_done(self, metrics, compiled: bool) -> None:
-        batch = self.trainer.config.batch_size
+        batch = self.config.batch_size
         self.pending.append(metrics)
         self.clock.update(step=self.clock["step"] + 1, pos=self.clock["pos"] + 1,
                           stage_step=self.clock["stage_step"] + 1)
@@ -91,7 +91,7 @@ class Session:
         self.ckpt.save(self.clock["step"], state, meta)
         self.last_saved = self.clock["step"]
 
-    def flush(self, stage: "Stage") -> None:
+    def flush(self, stage) -> None:
         """Fetch the pending metrics (explicitly), stop on NaN/Inf, log a record and update the bar."""
         if not self.pending:
             return
@@ -105,7 +105,7 @@ class Session:
             raise NonFiniteLossError(
                 f"training loss became {float(values[bad[0]]['loss'])} (or the parameters non-finite) at step {step}, "
                 f"epoch {self.clock['epoch']}; stopped: {where}. Lower --learning-rate "
-                f"(got {self.trainer.config.learning_rate}) or set --grad-clip.")
+                f"(got {self.config.learning_rate}) or set --grad-clip.")
         now = time.perf_counter()
         rate = self._window["examples"] / max(now - self._window["t"], 1e-9)
         self._window.update(t=now, examples=0)
@@ -126,7 +126,7 @@ class Session:
         self.log.write(record)
         self.bar.set_postfix(postfix, refresh=False)
 
-    def log_eval(self, stage: "Stage", epoch: int, metrics: dict) -> None:
+    def log_eval(self, stage, epoch: int, metrics: dict) -> None:
         record = {"event": "eval", "step": self.clock["step"], "stage": stage.name, "epoch": epoch,
                   "wall_time": self.wall(), "examples_seen": self.examples_seen,
                   "fraction_selected": self.n_active / stage.num_train, **self._timings(), **metrics}

@@ -18,7 +18,7 @@ for frequent re-scoring; one that grows over training saved ~20% of the time):
     incremental:  k(p) = round(interval_min + (interval_max − interval_min) · p)
 
 Example:
-    >>> from attent_jax.schedules import ratio_at, interval_at, progress
+    >>> from attent_jax.teaching.schedules import ratio_at, interval_at, progress
     >>> ratio_at("cosine", 0.5, start=0.2, end=0.8)  # doctest: +ELLIPSIS
     0.5...
     >>> interval_at("incremental", progress(9, 10), interval_min=1, interval_max=5)

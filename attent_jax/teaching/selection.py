@@ -40,7 +40,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from attent_jax.validate import check_array, check_same_leading
+from attent_jax.learner.validate import check_array, check_same_leading
 
 SELECTORS = ("hard", "soft", "random", "class_weight")
 

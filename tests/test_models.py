@@ -1,4 +1,4 @@
-"""Tests for attent_jax.transformer: shapes, causality, per-example losses, greedy decoding."""
+"""Tests for attent_jax.models (encoder, decoder, layers, make_model): shapes, causality, per-example losses, decoding."""
 
 import dataclasses
 import jax
@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from attent_jax import transformer as tf
-from attent_jax.transformer import (CausalDecoder, DecoderConfig, EncoderClassifier, EncoderConfig,
-                                    classification_correct, classification_losses, greedy_decode, lm_accuracy,
-                                    lm_all_correct, lm_losses, make_model)
+from attent_jax.learner.model import AttentionLearner, LearnerConfig
+from attent_jax.models import make_model, model_names
+from attent_jax.models.decoder import (CausalDecoder, DecoderConfig, greedy_decode, lm_accuracy, lm_all_correct,
+                                       lm_losses)
+from attent_jax.models.encoder import EncoderClassifier, EncoderConfig, classification_correct, classification_losses
 
 # One tiny width for every model here: parameter shapes repeat across tests, so JAX's
 # per-shape compilations of initializers and ops are shared and the file stays fast.
@@ -106,13 +107,11 @@ def test_make_model_registry():
         make_model("nope", None, nnx.Rngs(0))
     with pytest.raises(ValueError, match="DecoderConfig"):
         make_model("decoder", EncoderConfig(), nnx.Rngs(0))
-    tf.register_model("tiny-test-decoder", DecoderConfig, CausalDecoder)
-    try:
-        built = nnx.eval_shape(lambda: make_model("tiny-test-decoder", SMALL_DEC, nnx.Rngs(0)))
-        assert isinstance(built, CausalDecoder)
-        assert "tiny-test-decoder" in tf.model_names()
-    finally:
-        tf._BUILDERS.pop("tiny-test-decoder")
+    # Each name builds its own class from its own config (a swapped table entry would break this).
+    built = {name: nnx.eval_shape(lambda name=name: make_model(name, None, nnx.Rngs(0))) for name in model_names()}
+    assert {name: type(m) for name, m in built.items()} == {
+        "attention": AttentionLearner, "decoder": CausalDecoder, "encoder": EncoderClassifier}
+    assert isinstance(built["attention"].config, LearnerConfig)
 
 
 def test_classification_losses_match_manual():

@@ -30,7 +30,7 @@ agree without selection. InfoBatch decides its epoch sizes on device, so under
 prefer "epochs" with the infobatch regime.
 
 Example:
-    >>> from attent_jax.train_config import TrainConfig
+    >>> from attent_jax.training.config import TrainConfig
     >>> cfg = TrainConfig(task="mnist1d", selection="soft", ratio="cosine", epochs=30).resolve()
     >>> cfg.model, cfg.regime, cfg.teacher_config().ratio_schedule
     ('encoder', 'scratch', 'cosine')
@@ -43,8 +43,9 @@ import math
 import os
 import re
 
-from attent_jax import schedules, selection
-from attent_jax.teacher import REGIMES, TeacherConfig
+from attent_jax.teaching import schedules
+from attent_jax.teaching import selection
+from attent_jax.teaching.teacher import REGIMES, TeacherConfig
 
 TASKS = ("teach", "mnist1d", "charlm", "arith")
 MODELS = ("attention", "encoder", "decoder")
@@ -73,7 +74,7 @@ class TrainConfig:
     width: int = 0                 # model width (d' for the attention learner); 0 = model default
     depth: int = 0                 # Transformer blocks (encoder/decoder); 0 = model default
     num_heads: int = 0             # attention heads; 0 = model default
-    # -- AtteNT selection (attent_jax.teacher.TeacherConfig)
+    # -- AtteNT selection (attent_jax.teaching.teacher.TeacherConfig)
     selection: str = "soft"        # hard | soft | random | class_weight | none (all data: the baseline)
     score: str = "loss"            # what the teacher ranks: loss (per-example training loss) | discrepancy (‖f(S) − f*(S)‖, teach task)
     regime: str = ""               # scratch | finetune | every_epoch | infobatch | full; "" = by task

@@ -28,10 +28,10 @@ import os
 import time
 import traceback
 
-import theory
+from . import SCRIPTS
 
 # Script name -> module providing Config, run, plot (a module object is accepted too, for tests).
-REGISTRY: dict = {name: f"theory.{name}" for name in theory.SCRIPTS}
+REGISTRY: dict = {name: f"{__package__}.{name}" for name in SCRIPTS}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +63,7 @@ def _module(name: str):
 
 
 def _crashed(name: str, error: BaseException):
-    from theory.report import Check, Report
+    from .report import Check, Report
 
     last = traceback.format_exception_only(type(error), error)[-1].strip()
     return Report(name, "(the script raised an exception)",
@@ -72,7 +72,7 @@ def _crashed(name: str, error: BaseException):
 
 def run_one(name: str, quick: bool, out_dir: str):
     """Run one script, write its JSON and figures; a crash becomes a failed check."""
-    from theory.report import timed_run, write_json
+    from .report import timed_run, write_json
 
     start = time.perf_counter()
     try:
@@ -99,7 +99,7 @@ def run_all(names: list[str], quick: bool, out_dir: str, log=print) -> list:
 
 
 def write_markdown(reports: list, out_dir: str, quick: bool, seconds: float) -> str:
-    from theory.report import markdown_table
+    from .report import markdown_table
 
     failed = [r.script for r in reports if not r.passed]
     lines = ["# attent verify: the paper's theory, checked numerically", "",
@@ -126,7 +126,7 @@ def cli(args: argparse.Namespace) -> int:
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
         raise ValueError(f"--only: got {unknown}, expected names from {list(REGISTRY)}")
-    from theory.report import format_table, to_jsonable
+    from .report import format_table, to_jsonable
 
     os.makedirs(args.out, exist_ok=True)
     start = time.perf_counter()

@@ -1,0 +1,1 @@
+"""The `attent` command line: thin wrappers over library functions (`main`, `train`, `plot`)."""

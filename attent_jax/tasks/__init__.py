@@ -1,0 +1,1 @@
+"""Tasks: the generators behind the training data (teaching target, MNIST-1D, text, arithmetic) and `Dataset`."""
