@@ -404,7 +404,7 @@ def mnist1d_config(config, seed: int, **selection):
                   depth=config.depth, num_heads=config.num_heads, seed=seed, progress_bar=False,
                   checkpoint_every=10**9, log_every=50, lr_schedule_by="epochs")
     fields.update(selection)
-    return TrainConfig(**fields)
+    return TrainConfig.from_flat(**fields)
 
 
 def scoring_passes(train_config) -> int:
@@ -412,11 +412,12 @@ def scoring_passes(train_config) -> int:
     from attent_jax.teaching.teacher import Teacher
 
     cfg = train_config.resolve()
-    if cfg.num_train < 1:
-        raise ValueError(f"num_train: got {cfg.num_train}, expected the run's explicit training-set size")
-    teacher = Teacher(cfg.teacher_config(), cfg.num_train,
-                      labels=np.zeros(cfg.num_train, np.int32) if cfg.selection == "class_weight" else None)
-    return sum(p.needs_full_scoring for p in teacher.schedule(cfg.epochs))
+    n = cfg.data.num_train
+    if n < 1:
+        raise ValueError(f"num_train: got {n}, expected the run's explicit training-set size")
+    teacher = Teacher(cfg.teacher_config(), n,
+                      labels=np.zeros(n, np.int32) if cfg.selection.selection == "class_weight" else None)
+    return sum(p.needs_full_scoring for p in teacher.schedule(cfg.run.epochs))
 
 
 def read_metrics(workdir: str) -> list[dict]:
@@ -512,7 +513,7 @@ def timed_run(train_config, workdir: str, *, keep_checkpoints: bool = False) -> 
 
     evals = [r for r in read_metrics(workdir) if r.get("event") == "eval"]
     resolved = train_config.resolve()
-    times = epoch_times(evals, step_times, compiles.events, resolved.batch_size, result.get("examples_per_s"))
+    times = epoch_times(evals, step_times, compiles.events, resolved.run.batch_size, result.get("examples_per_s"))
     keys = ("step", "examples_seen", "fraction_selected", "eval_loss", "eval_accuracy", "exact_match", "train_loss")
     epochs = [{**t, **{k: r[k] for k in keys if k in r}} for r, t in zip(evals, times)]
 
@@ -526,10 +527,10 @@ def timed_run(train_config, workdir: str, *, keep_checkpoints: bool = False) -> 
             st[k] += row[k]
         st["train_time_s"] = st["steps_s"] + st["scoring_s"] + st["selection_s"]
         row["stage_time_s"] = st["train_time_s"]   # cumulative within the stage
-    B = resolved.batch_size
+    B = resolved.run.batch_size
     for name, st in stages.items():
         st["examples_seen"] = st["steps"] * B
-        n = resolved.num_train if name in ("train", "finetune") else 0
+        n = resolved.data.num_train if name in ("train", "finetune") else 0
         # Share of the examples an all-data run of the same epochs trains on (⌊N/B⌋·B per epoch: the
         # loop drops partial batches), so the all-data baseline is exactly 1.
         st["fraction_seen"] = st["examples_seen"] / (st["epochs"] * (n // B) * B) if n >= B else None

@@ -128,8 +128,8 @@ def train_config(config: Config, method: str, seed: int, text_file: str = ""):
                 pretrain_epochs=config.pretrain_epochs if text_file else 0, seed=seed,
                 progress_bar=False, checkpoint_every=10**9, log_every=50, lr_schedule_by="epochs")
     if method == "all_data":
-        return TrainConfig(**base, selection="none")
-    return TrainConfig(**base, selection="hard", regime="finetune", ratio=config.ratio)
+        return TrainConfig.from_flat(**base, selection="none")
+    return TrainConfig.from_flat(**base, selection="hard", regime="finetune", ratio=config.ratio)
 
 
 def run(config: Config, out_dir: str) -> dict:

@@ -103,12 +103,13 @@ def checkpoint_kernels(trainer, workdir: str, x_kernel) -> tuple[list[int], list
     import jax
     from flax import nnx
 
-    from attent_jax.training import loop as train_lib
-    from attent_jax.training.checkpoint import Checkpointer, abstract_like
     from attent_jax.learner.model import functional
     from attent_jax.learner.ntk import empirical_ntk_fn
+    from attent_jax.training import loop as train_lib
+    from attent_jax.training.checkpoint import Checkpointer, abstract_like
+    from attent_jax.training.stages import model_builder
 
-    module = train_lib.model_builder(trainer.config, trainer.dataset, trainer.stages)(nnx.Rngs(0))
+    module = model_builder(trainer.config.model, trainer.dataset, trainer.stages)(nnx.Rngs(0))
     f, _ = functional(module)
     ntk_fn = empirical_ntk_fn(f, trace_axes=(-1,), implementation="jacobian")
     step_to_epoch = {r["step"]: r["epoch"] + 1 for r in common.read_metrics(workdir) if r.get("event") == "eval"}
@@ -117,7 +118,7 @@ def checkpoint_kernels(trainer, workdir: str, x_kernel) -> tuple[list[int], list
         return np.asarray(jax.device_get(ntk_fn(x_kernel, None, params)), np.float64)
 
     epochs, steps, kernels = [0], [0], [kernel(trainer.init_state()["params"])]
-    ckpt = Checkpointer(os.path.join(workdir, train_lib.CHECKPOINT_DIR), keep=trainer.config.keep_checkpoints)
+    ckpt = Checkpointer(os.path.join(workdir, train_lib.CHECKPOINT_DIR), keep=trainer.config.run.keep_checkpoints)
     try:
         abstract = abstract_like(trainer.abstract_state, trainer.shardings)
         for step in ckpt.all_steps():

@@ -200,20 +200,20 @@ def test_compile_cache_restores_settings(tmp_path):
 def test_variants_change_only_what_they_name():
     base = from_scratch.train_config(from_scratch.QUICK, "attent", 0)
     assert from_scratch.train_config(from_scratch.QUICK, "attent_long", 0) == \
-        base.__class__(**{**base.to_dict(), "epochs": from_scratch.QUICK.attent_epochs})
+        base.replace(**{"epochs": from_scratch.QUICK.attent_epochs})
     assert from_scratch.train_config(from_scratch.QUICK, "attent_partial_rescore", 0) == \
-        base.__class__(**{**base.to_dict(), "rescore": "unselected"})
+        base.replace(**{"rescore": "unselected"})
     assert from_scratch.train_config(from_scratch.QUICK, "attent_anneal", 0) == \
-        base.__class__(**{**base.to_dict(), "final_full_share": from_scratch.QUICK.attent_anneal})
-    assert base.lr_schedule_by == "epochs"
+        base.replace(**{"final_full_share": from_scratch.QUICK.attent_anneal})
+    assert base.optim.lr_schedule_by == "epochs"
     assert from_scratch.train_config(from_scratch.QUICK, "attent_lr_steps", 0) == \
-        base.__class__(**{**base.to_dict(), "lr_schedule_by": "steps"})
+        base.replace(**{"lr_schedule_by": "steps"})
     rand = from_scratch.train_config(from_scratch.QUICK, "random", 0)
     assert from_scratch.train_config(from_scratch.QUICK, "random_lr_steps", 0) == \
-        rand.__class__(**{**rand.to_dict(), "lr_schedule_by": "steps"})
+        rand.replace(**{"lr_schedule_by": "steps"})
     soft = bench_training.train_config(bench_training.QUICK, "soft", 0)
     assert bench_training.train_config(bench_training.QUICK, "soft_partial_rescore", 0) == \
-        soft.__class__(**{**soft.to_dict(), "rescore": "unselected"})
+        soft.replace(**{"rescore": "unselected"})
 
 
 def test_attent_temperature_reaches_the_soft_selector_only():

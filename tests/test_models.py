@@ -108,7 +108,9 @@ def test_make_model_registry():
     with pytest.raises(ValueError, match="DecoderConfig"):
         make_model("decoder", EncoderConfig(), nnx.Rngs(0))
     # Each name builds its own class from its own config (a swapped table entry would break this).
-    built = {name: nnx.eval_shape(lambda name=name: make_model(name, None, nnx.Rngs(0))) for name in model_names()}
+    configs = {"attention": LearnerConfig(d_in=4, d_qk=8), "decoder": None, "encoder": None}   # None: the default
+    built = {name: nnx.eval_shape(lambda name=name: make_model(name, configs[name], nnx.Rngs(0)))
+             for name in model_names()}
     assert {name: type(m) for name, m in built.items()} == {
         "attention": AttentionLearner, "decoder": CausalDecoder, "encoder": EncoderClassifier}
     assert isinstance(built["attention"].config, LearnerConfig)

@@ -46,7 +46,7 @@ for run in json.loads(sys.argv[1]):
             while not os.path.isdir(ckpt) and time.time() < deadline:
                 time.sleep(0.02)
             os.kill(os.getpid(), signal.SIGKILL)
-    trainer = Trainer(TrainConfig(**run["config"]), run["workdir"])
+    trainer = Trainer(TrainConfig.from_flat(**run["config"]), run["workdir"])
     trainer.run(on_step=on_step)
     params = trainer.final_state["params"]
     specs = {jax.tree_util.keystr(k): list(v.sharding.spec) for k, v in jax.tree_util.tree_leaves_with_path(params)}
@@ -89,7 +89,7 @@ def _rel_err(a, b):
 def reference(tmp_path_factory):
     """An uninterrupted 1-device run of CONFIG: its folder, final params, result."""
     workdir = str(tmp_path_factory.mktemp("reference"))
-    trainer = Trainer(TrainConfig(**CONFIG), workdir)
+    trainer = Trainer(TrainConfig.from_flat(**CONFIG), workdir)
     result = trainer.run()
     return {"workdir": workdir, "params": _params(trainer), "result": result}
 
@@ -144,7 +144,7 @@ def test_resume_after_sigkill_is_bitwise(reference, tmp_path):
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
     assert steps[-1] == 10  # mid-epoch 1 (steps 9-12)
-    trainer = Trainer(TrainConfig(**CONFIG), workdir)
+    trainer = Trainer(TrainConfig.from_flat(**CONFIG), workdir)
     result = trainer.run()
     assert result["step"] == 20
     resumed = _params(trainer)
@@ -165,7 +165,7 @@ def test_damaged_latest_checkpoint_is_skipped(reference, tmp_path):
     for path in data_files:
         with open(path, "r+b") as f:
             f.truncate(max(os.path.getsize(path) // 2, 1))
-    trainer = Trainer(TrainConfig(**CONFIG), workdir)
+    trainer = Trainer(TrainConfig.from_flat(**CONFIG), workdir)
     with pytest.warns(CheckpointWarning, match="checkpoint 20"):
         result = trainer.run()  # falls back to 16 (end of epoch 2) and trains epoch 3 again
     assert result["step"] == 20
@@ -178,7 +178,7 @@ def test_restore_onto_other_device_count(reference, eight_devices, tmp_path):
     shutil.copytree(eight_devices["replicated"], workdir)
     for step in ("16", "20"):  # leave checkpoint 15, saved on 8 devices mid-epoch 3
         shutil.rmtree(os.path.join(workdir, "checkpoints", step))
-    trainer = Trainer(TrainConfig(**CONFIG), workdir)  # this process has 1 device
+    trainer = Trainer(TrainConfig.from_flat(**CONFIG), workdir)  # this process has 1 device
     assert trainer.mesh.size == 1
     result = trainer.run()
     assert result["step"] == 20
@@ -196,7 +196,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train, "load_dataset", poisoned)
     workdir = str(tmp_path / "nan")
-    config = TrainConfig(**dict(CONFIG, checkpoint_every=1, log_every=50))
+    config = TrainConfig.from_flat(**dict(CONFIG, checkpoint_every=1, log_every=50))
     with pytest.raises(NonFiniteLossError, match=r"at step \d+") as err:
         Trainer(config, workdir).run()
     bad_step = int(str(err.value).split("at step ")[1].split(",")[0])
@@ -208,21 +208,21 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 
 
 def test_learning_rate_warmup_cosine_and_epoch_mode():
-    cfg = TrainConfig(learning_rate=1.0, warmup_ratio=0.1, min_lr_ratio=0.1)
+    cfg = TrainConfig.from_flat(learning_rate=1.0, warmup_ratio=0.1, min_lr_ratio=0.1)
     clock = lambda s: {"stage_step": s, "epoch": 0, "pos": 0, "steps_in_epoch": 1}
-    lrs = [float(learning_rate(cfg, clock(s), 100, 1)) for s in range(100)]
+    lrs = [float(learning_rate(cfg.optim, clock(s), 100, 1)) for s in range(100)]
     assert abs(lrs[0] - 0.05) < 1e-6 and abs(max(lrs) - 1.0) < 0.01  # step 0 at its midpoint: 0.5/10 and np.argmax(lrs) in (9, 10)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and abs(lrs[-1] - 0.1) < 1e-3
-    by_epoch = TrainConfig(learning_rate=1.0, warmup_ratio=0.0, lr_schedule_by="epochs")
+    by_epoch = TrainConfig.from_flat(learning_rate=1.0, warmup_ratio=0.0, lr_schedule_by="epochs")
     # Epochs mode: a 2-step epoch spans as much of the schedule as a 50-step one (progress by epoch share).
-    short = float(learning_rate(by_epoch, {"stage_step": 3, "epoch": 1, "pos": 1, "steps_in_epoch": 2}, 999, 2))
-    long = float(learning_rate(by_epoch, {"stage_step": 87, "epoch": 1, "pos": 37, "steps_in_epoch": 50}, 999, 2))
+    short = float(learning_rate(by_epoch.optim, {"stage_step": 3, "epoch": 1, "pos": 1, "steps_in_epoch": 2}, 999, 2))
+    long = float(learning_rate(by_epoch.optim, {"stage_step": 87, "epoch": 1, "pos": 37, "steps_in_epoch": 50}, 999, 2))
     assert abs(short - long) < 1e-6 and abs(short - 0.5 * (1 + np.cos(np.pi * 0.875))) < 1e-6
 
 
 def test_discrepancy_scores_are_the_root_of_the_summed_squared_error():
     import jax.numpy as jnp
-    from attent_jax.training.loop import example_scores
+    from attent_jax.training.stages import example_scores
 
     err = jnp.array([[[1.0, 2.0], [2.0, 0.0]], [[0.0, 0.0], [3.0, 4.0]]])      # (B, n, o)
     loss_B = jnp.mean(jnp.square(err).reshape(2, -1), axis=1)                   # the loop's regression loss
@@ -232,7 +232,7 @@ def test_discrepancy_scores_are_the_root_of_the_summed_squared_error():
 
 
 def test_a_run_can_rank_by_discrepancy(tmp_path):
-    cfg = TrainConfig(**dict(CONFIG, epochs=2, checkpoint_every=1000, score="discrepancy"))
+    cfg = TrainConfig.from_flat(**dict(CONFIG, epochs=2, checkpoint_every=1000, score="discrepancy"))
     trainer = Trainer(cfg, str(tmp_path / "run"))
     trainer.run()
     scores = np.asarray(jax.device_get(trainer.final_state["teacher"][-1].scores_N))
@@ -241,7 +241,7 @@ def test_a_run_can_rank_by_discrepancy(tmp_path):
 
 @pytest.mark.parametrize("rescore", ["all", "unselected"])
 def test_scoring_pass_rescores_what_the_teacher_names(tmp_path, rescore):
-    cfg = TrainConfig(**dict(CONFIG, epochs=2, checkpoint_every=1000, rescore=rescore))
+    cfg = TrainConfig.from_flat(**dict(CONFIG, epochs=2, checkpoint_every=1000, rescore=rescore))
     trainer = Trainer(cfg, str(tmp_path / "run"))
     trainer.run()
     state = jax.tree.map(jnp.copy, trainer.final_state)       # the scoring pass donates its input
@@ -259,8 +259,8 @@ def test_scoring_pass_rescores_what_the_teacher_names(tmp_path, rescore):
 def test_resume_may_change_display_fields_but_not_the_numbers(tmp_path):
     workdir = tmp_path / "run"
     workdir.mkdir()
-    cfg = TrainConfig(**dict(CONFIG, epochs=2))
+    cfg = TrainConfig.from_flat(**dict(CONFIG, epochs=2))
     (workdir / train.CONFIG_FILE).write_text(cfg.to_json())
-    Trainer(TrainConfig(**dict(CONFIG, epochs=2, progress_bar=True, log_every=7, checkpoint_every=3)), str(workdir))
+    Trainer(TrainConfig.from_flat(**dict(CONFIG, epochs=2, progress_bar=True, log_every=7, checkpoint_every=3)), str(workdir))
     with pytest.raises(ValueError, match="learning_rate: got 0.5, but workdir"):
-        Trainer(TrainConfig(**dict(CONFIG, epochs=2, learning_rate=0.5)), str(workdir))
+        Trainer(TrainConfig.from_flat(**dict(CONFIG, epochs=2, learning_rate=0.5)), str(workdir))

@@ -1,8 +1,10 @@
-"""`attent train`: flags generated from `TrainConfig`'s fields, then `train_and_evaluate`.
+"""`attent train`: flags generated from the fields of `TrainConfig`'s sections, then `train_and_evaluate`.
 
-Every field ``some_name`` is a flag ``--some-name`` (booleans also take
-``--no-some-name``); its help is the field's comment. ``--config FILE`` reads a
-JSON object of fields first, and flags given on the command line override it.
+Every field ``some_name`` of a section (data, model, selection, optim, run) is a
+flag ``--some-name`` (booleans also take ``--no-some-name``); its help is the
+field's comment, grouped by section in ``--help``. ``--config FILE`` reads a
+JSON object first (nested by section, as a run folder's config.json, or flat),
+and flags given on the command line override it.
 Bad input (an unknown name, a value out of range, a missing file, a batch size
 the device count does not divide, a run folder holding another config) is a
 one-line error and exit code 2, raised before anything is written. A NaN/Inf
@@ -20,7 +22,7 @@ import json
 import os
 import sys
 
-from attent_jax.training.config import TrainConfig, field_help
+from attent_jax.training.config import SECTIONS, TrainConfig, field_help
 
 
 def _flag_type(field: dataclasses.Field):
@@ -36,13 +38,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run folder: config.json, metrics.jsonl, checkpoints/ (an existing run resumes)")
     parser.add_argument("--config", metavar="FILE", help="JSON object of TrainConfig fields; flags override it")
     helps = field_help()
-    for field in dataclasses.fields(TrainConfig):
-        flag = "--" + field.name.replace("_", "-")
-        text = f"{helps.get(field.name, '')} (default: {field.default!r})".replace("%", "%%")
-        if field.type is bool or field.type == "bool":
-            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None, help=text)
-        else:
-            parser.add_argument(flag, dest=field.name, type=_flag_type(field), default=None, metavar="V", help=text)
+    for section, cls in SECTIONS.items():
+        group = parser.add_argument_group(f"{section} ({cls.__name__})")
+        for field in dataclasses.fields(cls):
+            flag = "--" + field.name.replace("_", "-")
+            text = f"{helps.get(field.name, '')} (default: {field.default!r})".replace("%", "%%")
+            if field.type is bool or field.type == "bool":
+                group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None,
+                                   help=text)
+            else:
+                group.add_argument(flag, dest=field.name, type=_flag_type(field), default=None, metavar="V",
+                                   help=text)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -58,11 +64,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             raise ValueError(f"config: {args.config!r} is not valid JSON ({err})") from None
         if not isinstance(values, dict):
             raise ValueError(f"config: {args.config!r} holds a {type(values).__name__}, expected a JSON object")
-    for field in dataclasses.fields(TrainConfig):
-        value = getattr(args, field.name, None)
-        if value is not None:
-            values[field.name] = value
-    return TrainConfig.from_dict(values)
+    flags = {f.name: getattr(args, f.name) for cls in SECTIONS.values() for f in dataclasses.fields(cls)
+             if getattr(args, f.name, None) is not None}
+    if not flags:
+        return TrainConfig.from_dict(values)
+    return TrainConfig.from_dict(values).replace(**flags)
 
 
 def cli(args: argparse.Namespace) -> int:

@@ -1,40 +1,45 @@
-"""`TrainConfig`: every knob of a training run, one frozen dataclass (one CLI flag per field).
+"""A training run's configuration: one small frozen dataclass per concern, composed into `TrainConfig`.
 
-`attent train` generates its flags from these fields (``--batch-size`` ↔
-``batch_size``; help text = the field's comment), a ``--config FILE`` JSON may
-set any of them, and the run folder keeps the *resolved* config
-(`TrainConfig.resolve`: task-dependent defaults such as the model and its width
-filled in) as ``config.json``.
+- `DataConfig` (the task and its data; consumed by `training.stages.load_dataset`),
+- `ModelConfig` (which model and its size; `training.stages.model_builder`),
+- `SelectionConfig` (AtteNT selection, the CLI's view of the teacher; its
+  `teacher_config` builds the `teaching.teacher.TeacherConfig` the teacher reads),
+- `OptimConfig` (AdamW and its learning-rate schedule; `training.optim`),
+- `RunConfig` (epochs, batch, devices, seeds and bookkeeping; `training.loop`).
+
+`attent train` has one flag per field (``--batch-size`` ↔ ``run.batch_size``:
+field names are unique across sections, so flat flags stay); ``--config FILE``
+reads a JSON object, either nested by section (what a run folder's
+``config.json`` holds) or flat (the layout before the split, still loaded);
+an unknown field is a one-line error naming it. `TrainConfig.resolve` fills
+the task-dependent defaults ("" or 0: the model and its width, the regime).
 
 Selection follows the paper's two regimes (Appendix C): ``scratch`` (ViT
 pre-training: Soft selection, a ratio growing from 20% to 80%, re-selection at
 a growing interval) and ``finetune`` (LLM fine-tuning: all data in epoch 1, then
 the top 70% by loss). ``--selection none`` is the "w/o AtteNT" baseline.
-
-``ratio`` and ``interval`` take a schedule name *or* a number, so both
-``--ratio cosine`` (r from ``ratio_start`` to ``ratio_end``) and ``--ratio 0.7``
-(fixed at 70%) work; likewise ``--interval incremental`` or ``--interval 3``.
+``ratio`` and ``interval`` take a schedule name *or* a number: ``--ratio
+cosine`` (from ``ratio_start`` to ``ratio_end``) and ``--ratio 0.7`` both work.
 
 Learning-rate schedule and shrinking epochs: AdamW with linear warm-up and
 cosine decay (Appendix C). With selection an epoch holds fewer optimizer steps
 than N / batch_size, so a schedule laid out over ``epochs × N / batch_size``
 steps would never finish decaying. ``lr_schedule_by="steps"`` (default) lays it
 out over the *planned* number of optimizer steps, which the teacher's host-side
-schedule knows exactly before training starts (Σ_epochs ⌊n_active / batch⌋):
-every step gets an equal share, and the decay ends at the last step.
-``lr_schedule_by="epochs"`` instead gives every epoch an equal share of the
-schedule, whatever its size (progress = (epoch + step/steps_in_epoch) / epochs),
+schedule knows exactly before training starts (Σ_epochs ⌊n_active / batch⌋).
+``lr_schedule_by="epochs"`` gives every epoch an equal share of the schedule,
 as the paper states its schedule in epochs (40 warm-up epochs of 800). The two
 agree without selection. InfoBatch decides its epoch sizes on device, so under
-"steps" its epochs are planned as full ones (the decay then stops short);
-prefer "epochs" with the infobatch regime.
+"steps" its epochs are planned as full ones; prefer "epochs" with infobatch.
 
 Example:
     >>> from attent_jax.training.config import TrainConfig
-    >>> cfg = TrainConfig(task="mnist1d", selection="soft", ratio="cosine", epochs=30).resolve()
-    >>> cfg.model, cfg.regime, cfg.teacher_config().ratio_schedule
+    >>> cfg = TrainConfig.from_flat(task="mnist1d", selection="soft", ratio="cosine", epochs=30).resolve()
+    >>> cfg.model.model, cfg.selection.regime, cfg.teacher_config().ratio_schedule
     ('encoder', 'scratch', 'cosine')
 """
+
+from __future__ import annotations
 
 import dataclasses
 import inspect
@@ -43,9 +48,9 @@ import math
 import os
 import re
 
-from attent_jax.teaching import schedules
-from attent_jax.teaching import selection
+from attent_jax.teaching import schedules, selection
 from attent_jax.teaching.teacher import REGIMES, TeacherConfig
+from attent_jax.training._checks import at_least, check_types, in_range, number_or_name, one_of
 
 TASKS = ("teach", "mnist1d", "charlm", "arith")
 MODELS = ("attention", "encoder", "decoder")
@@ -62,19 +67,41 @@ _MODEL_SIZES = {"attention": ((16, 1, 1), (8, 1, 1)),
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    # -- task and model
+class DataConfig:
     task: str = "mnist1d"          # teach | mnist1d | charlm | arith
-    model: str = ""                # attention | encoder | decoder; "" = the task's model
     quick: bool = False            # use the task's quick (test-sized) data and model defaults
     text_file: str = ""            # UTF-8 text for charlm, and for arith's pre-training stage
     num_train: int = 0             # training examples (questions, windows); 0 = the task's default
     num_test: int = 0              # held-out examples; 0 = the task's default
     context: int = 0               # charlm/arith token context T; 0 = the task's default
+
+    def __post_init__(self):
+        check_types(self)
+        one_of("task", self.task, TASKS)
+        for name in ("num_train", "num_test", "context"):
+            at_least(name, getattr(self, name), 0)
+        if self.text_file and not os.path.isfile(self.text_file):
+            raise ValueError(f"text_file: got {self.text_file!r}, expected an existing text file")
+        if self.task == "charlm" and not self.text_file:
+            raise ValueError("text_file: got '', expected a text file to model for task 'charlm'")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    model: str = ""                # attention | encoder | decoder; "" = the task's model
     width: int = 0                 # model width (d' for the attention learner); 0 = model default
     depth: int = 0                 # Transformer blocks (encoder/decoder); 0 = model default
     num_heads: int = 0             # attention heads; 0 = model default
-    # -- AtteNT selection (attent_jax.teaching.teacher.TeacherConfig)
+
+    def __post_init__(self):
+        check_types(self)
+        one_of("model", self.model, ("",) + MODELS)
+        for name in ("width", "depth", "num_heads"):
+            at_least(name, getattr(self, name), 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectionConfig:
     selection: str = "soft"        # hard | soft | random | class_weight | none (all data: the baseline)
     score: str = "loss"            # what the teacher ranks: loss (per-example training loss) | discrepancy (‖f(S) − f*(S)‖, teach task)
     regime: str = ""               # scratch | finetune | every_epoch | infobatch | full; "" = by task
@@ -94,10 +121,51 @@ class TrainConfig:
     rescore: str = "all"           # a scoring pass scores all examples (paper) | unselected (cheaper variant)
     infobatch_prune_ratio: float = 0.5  # infobatch: share of below-mean examples pruned per epoch
     infobatch_anneal: float = 0.125  # infobatch: final share of epochs on all data
-    # -- optimisation (AdamW, warm-up + cosine; Appendix C)
-    epochs: int = 30               # training epochs (the fine-tuning stage's, for arith)
-    pretrain_epochs: int = 2       # arith: epochs of next-char pre-training on text_file first (0 = none)
-    batch_size: int = 64           # global batch, split over devices; the last partial batch is dropped
+
+    def __post_init__(self):
+        ratio, interval = number_or_name(self.ratio, float), number_or_name(self.interval, int)
+        object.__setattr__(self, "ratio", ratio)
+        object.__setattr__(self, "interval", interval)
+        check_types(self)
+        one_of("selection", self.selection, SELECTIONS)
+        one_of("score", self.score, SCORES)
+        one_of("regime", self.regime, ("",) + REGIMES)
+        if isinstance(ratio, str):
+            one_of("ratio", ratio, schedules.RATIO_SCHEDULES, "or a number in (0, 1]")
+        elif not (math.isfinite(ratio) and 0.0 < ratio <= 1.0):
+            raise ValueError(f"ratio: got {ratio!r}, expected a number in (0, 1] or one of {schedules.RATIO_SCHEDULES}")
+        if isinstance(interval, str):
+            one_of("interval", interval, schedules.INTERVAL_SCHEDULES, "or an int >= 1")
+        elif interval < 1:
+            raise ValueError(f"interval: got {interval!r}, expected an int >= 1 or one of {schedules.INTERVAL_SCHEDULES}")
+        for name in ("ratio_fixed", "ratio_start", "ratio_end"):
+            in_range(name, getattr(self, name), 0.0, 1.0, lo_open=True)
+        for name in ("interval_fixed", "interval_min", "interval_max"):
+            at_least(name, getattr(self, name), 1)
+        at_least("full_epochs_per_cycle", self.full_epochs_per_cycle, 0)
+        in_range("final_full_share", self.final_full_share, 0.0, 1.0, hi_open=True)
+        in_range("temperature", self.temperature, 0.0, math.inf, lo_open=True)
+        self.teacher_config("scratch", 0)  # the teacher's own checks, as a backstop
+
+    def teacher_config(self, regime: str, seed: int) -> TeacherConfig:
+        """The `TeacherConfig` of this selection under `regime` (its selector is unused under "full")."""
+        ratio, interval = self.ratio, self.interval
+        return TeacherConfig(
+            regime=regime, selector="random" if self.selection == "none" else self.selection,
+            temperature=self.temperature, normalize_scores=self.normalize_scores,
+            ratio_schedule=ratio if isinstance(ratio, str) else "fixed",
+            ratio=self.ratio_fixed if isinstance(ratio, str) else float(ratio),
+            ratio_start=self.ratio_start, ratio_end=self.ratio_end,
+            interval_schedule=interval if isinstance(interval, str) else "fixed",
+            interval=self.interval_fixed if isinstance(interval, str) else int(interval),
+            interval_min=self.interval_min, interval_max=self.interval_max,
+            full_epochs_per_cycle=self.full_epochs_per_cycle, final_full_share=self.final_full_share,
+            greedy_full_scoring=self.greedy_full_scoring, rescore=self.rescore,
+            infobatch_prune_ratio=self.infobatch_prune_ratio, infobatch_anneal=self.infobatch_anneal, seed=seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
     learning_rate: float = 1e-3    # peak learning rate
     weight_decay: float = 0.05     # AdamW decoupled weight decay on matrices (ViT runs: 0.05)
     b1: float = 0.9                # Adam β1
@@ -107,10 +175,28 @@ class TrainConfig:
     min_lr_ratio: float = 0.0      # final learning rate as a share of the peak
     lr_schedule_by: str = "steps"  # steps | epochs: what the schedule is laid out over (module docstring)
     grad_clip: float = 0.0         # clip the global gradient norm to this; 0 = off
-    # -- devices, bookkeeping
+
+    def __post_init__(self):
+        check_types(self)
+        one_of("lr_schedule_by", self.lr_schedule_by, LR_SCHEDULE_BY)
+        in_range("learning_rate", self.learning_rate, 0.0, math.inf, lo_open=True)
+        in_range("weight_decay", self.weight_decay, 0.0, math.inf)
+        in_range("b1", self.b1, 0.0, 1.0, hi_open=True)
+        in_range("b2", self.b2, 0.0, 1.0, hi_open=True)
+        in_range("eps", self.eps, 0.0, math.inf, lo_open=True)
+        in_range("warmup_ratio", self.warmup_ratio, 0.0, 1.0, hi_open=True)
+        in_range("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        in_range("grad_clip", self.grad_clip, 0.0, math.inf)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    epochs: int = 30               # training epochs (the fine-tuning stage's, for arith)
+    pretrain_epochs: int = 2       # arith: epochs of next-char pre-training on text_file first (0 = none)
+    batch_size: int = 64           # global batch, split over devices; the last partial batch is dropped
+    eval_batch_size: int = 256     # chunk of the scoring and evaluation passes (rounded up to the device count)
     fsdp: bool = False             # shard big params and optimizer state over the "data" axis
     fsdp_min_size: int = 16384     # params with fewer elements stay replicated under fsdp
-    eval_batch_size: int = 256     # chunk of the scoring and evaluation passes (rounded up to the device count)
     seed: int = 0                  # seeds the model init, the teacher and the data order
     log_every: int = 20            # fetch metrics, log and check for NaN every this many steps
     checkpoint_every: int = 200    # save a checkpoint every this many steps (and at every epoch end)
@@ -118,109 +204,81 @@ class TrainConfig:
     progress_bar: bool = True      # show a tqdm progress bar
 
     def __post_init__(self):
-        ratio = _number_or_name(self.ratio, float)
-        interval = _number_or_name(self.interval, int)
-        object.__setattr__(self, "ratio", ratio)
-        object.__setattr__(self, "interval", interval)
-        _check_types(self)
-        _one_of("task", self.task, TASKS)
-        _one_of("model", self.model, ("",) + MODELS)
-        _one_of("selection", self.selection, SELECTIONS)
-        _one_of("score", self.score, SCORES)
-        if self.score == "discrepancy" and self.task != "teach":
-            raise ValueError(f"score: got 'discrepancy' for task {self.task!r}, expected the regression task 'teach' "
+        check_types(self)
+        for name in ("epochs", "batch_size", "eval_batch_size", "log_every", "checkpoint_every", "keep_checkpoints",
+                     "fsdp_min_size"):
+            at_least(name, getattr(self, name), 1)
+        at_least("pretrain_epochs", self.pretrain_epochs, 0)
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "selection": SelectionConfig, "optim": OptimConfig,
+            "run": RunConfig}
+# flat field name -> its section (names are unique across sections: one flag per field)
+FIELD_SECTION = {f.name: section for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+assert len(FIELD_SECTION) == sum(len(dataclasses.fields(c)) for c in SECTIONS.values()), "a field name repeats"
+# Fields that change only what a run shows or how often it saves, never its numbers.
+RESUME_MAY_CHANGE = ("progress_bar", "log_every", "checkpoint_every", "keep_checkpoints")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    data: DataConfig = DataConfig()                  # the task and its data
+    model: ModelConfig = ModelConfig()               # which model, how big
+    selection: SelectionConfig = SelectionConfig()   # AtteNT selection (the teacher)
+    optim: OptimConfig = OptimConfig()               # AdamW and the learning-rate schedule
+    run: RunConfig = RunConfig()                     # epochs, batch, devices, seed, bookkeeping
+
+    def __post_init__(self):
+        for section, cls in SECTIONS.items():
+            if not isinstance(getattr(self, section), cls):
+                raise ValueError(f"{section}: got {type(getattr(self, section)).__name__}, expected {cls.__name__}")
+        d, m, s = self.data, self.model, self.selection
+        # Checks that read two sections.
+        if s.score == "discrepancy" and d.task != "teach":
+            raise ValueError(f"score: got 'discrepancy' for task {d.task!r}, expected the regression task 'teach' "
                              "(classification and LM tasks score by loss)")
-        _one_of("regime", self.regime, ("",) + REGIMES)
-        _one_of("lr_schedule_by", self.lr_schedule_by, LR_SCHEDULE_BY)
-        if isinstance(ratio, str):
-            _one_of("ratio", ratio, schedules.RATIO_SCHEDULES, "or a number in (0, 1]")
-        elif not (math.isfinite(ratio) and 0.0 < ratio <= 1.0):
-            raise ValueError(f"ratio: got {ratio!r}, expected a number in (0, 1] or one of {schedules.RATIO_SCHEDULES}")
-        if isinstance(interval, str):
-            _one_of("interval", interval, schedules.INTERVAL_SCHEDULES, "or an int >= 1")
-        elif interval < 1:
-            raise ValueError(f"interval: got {interval!r}, expected an int >= 1 "
-                             f"or one of {schedules.INTERVAL_SCHEDULES}")
-        for name in ("ratio_fixed", "ratio_start", "ratio_end"):
-            _in_range(name, getattr(self, name), 0.0, 1.0, lo_open=True)
-        for name in ("interval_fixed", "interval_min", "interval_max", "epochs", "batch_size", "eval_batch_size",
-                     "log_every", "checkpoint_every", "keep_checkpoints", "fsdp_min_size"):
-            _at_least(name, getattr(self, name), 1)
-        for name in ("num_train", "num_test", "context", "width", "depth", "num_heads", "pretrain_epochs",
-                     "full_epochs_per_cycle"):
-            _at_least(name, getattr(self, name), 0)
-        _in_range("learning_rate", self.learning_rate, 0.0, math.inf, lo_open=True)
-        _in_range("weight_decay", self.weight_decay, 0.0, math.inf)
-        _in_range("b1", self.b1, 0.0, 1.0, hi_open=True)
-        _in_range("b2", self.b2, 0.0, 1.0, hi_open=True)
-        _in_range("eps", self.eps, 0.0, math.inf, lo_open=True)
-        _in_range("warmup_ratio", self.warmup_ratio, 0.0, 1.0, hi_open=True)
-        _in_range("final_full_share", self.final_full_share, 0.0, 1.0, hi_open=True)
-        _in_range("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
-        _in_range("grad_clip", self.grad_clip, 0.0, math.inf)
-        _in_range("temperature", self.temperature, 0.0, math.inf, lo_open=True)
-        if self.model and self.model != TASK_MODEL[self.task]:
-            raise ValueError(f"model: got {self.model!r}, expected {TASK_MODEL[self.task]!r} for task {self.task!r}")
-        if self.text_file and not os.path.isfile(self.text_file):
-            raise ValueError(f"text_file: got {self.text_file!r}, expected an existing text file")
-        if self.task == "charlm" and not self.text_file:
-            raise ValueError("text_file: got '', expected a text file to model for task 'charlm'")
-        if self.task == "arith" and self.pretrain_epochs and not self.text_file:
-            raise ValueError(f"text_file: got '', expected a text file for arith's {self.pretrain_epochs} "
+        if m.model and m.model != TASK_MODEL[d.task]:
+            raise ValueError(f"model: got {m.model!r}, expected {TASK_MODEL[d.task]!r} for task {d.task!r}")
+        if d.task == "arith" and self.run.pretrain_epochs and not d.text_file:
+            raise ValueError(f"text_file: got '', expected a text file for arith's {self.run.pretrain_epochs} "
                              f"pre-training epochs (or pretrain_epochs=0)")
-        self.teacher_config()  # the teacher's own checks, as a backstop
 
-    # -- derived views
+    # -- building
 
-    def resolve(self) -> "TrainConfig":
-        """The same config with every task-dependent default ("" or 0) filled in."""
-        model = self.model or TASK_MODEL[self.task]
-        width, depth, heads = _MODEL_SIZES[model][1 if self.quick else 0]
-        # An absolute text path: a run resumed from another working directory finds the same file.
-        text_file = os.path.abspath(self.text_file) if self.text_file else ""
-        return dataclasses.replace(self, model=model, regime=self._regime(), width=self.width or width,
-                                   depth=self.depth or depth, num_heads=self.num_heads or heads, text_file=text_file)
+    @classmethod
+    def from_flat(cls, **fields) -> "TrainConfig":
+        """From flat field names (the CLI's flags, the pre-split config.json), naming any unknown one."""
+        unknown = sorted(set(fields) - set(FIELD_SECTION))
+        if unknown:
+            raise ValueError(f"config: got unknown field {unknown[0]!r}, expected fields of TrainConfig: "
+                             f"{', '.join(sorted(FIELD_SECTION))}")
+        parts = {section: {} for section in SECTIONS}
+        for name, value in fields.items():
+            parts[FIELD_SECTION[name]][name] = value
+        return cls(**{section: SECTIONS[section](**values) for section, values in parts.items()})
 
-    def _regime(self) -> str:
-        if self.selection == "none":
-            return "full"
-        return self.regime or ("finetune" if self.task == "arith" else "scratch")
-
-    def teacher_config(self) -> TeacherConfig:
-        """The `TeacherConfig` of this run (its selector is unused under the "full" regime)."""
-        ratio, interval = self.ratio, self.interval
-        return TeacherConfig(
-            regime=self._regime(), selector="random" if self.selection == "none" else self.selection,
-            temperature=self.temperature, normalize_scores=self.normalize_scores,
-            ratio_schedule=ratio if isinstance(ratio, str) else "fixed",
-            ratio=self.ratio_fixed if isinstance(ratio, str) else float(ratio),
-            ratio_start=self.ratio_start, ratio_end=self.ratio_end,
-            interval_schedule=interval if isinstance(interval, str) else "fixed",
-            interval=self.interval_fixed if isinstance(interval, str) else int(interval),
-            interval_min=self.interval_min, interval_max=self.interval_max,
-            full_epochs_per_cycle=self.full_epochs_per_cycle, final_full_share=self.final_full_share,
-            greedy_full_scoring=self.greedy_full_scoring,
-            rescore=self.rescore,
-            infobatch_prune_ratio=self.infobatch_prune_ratio, infobatch_anneal=self.infobatch_anneal,
-            seed=self.seed)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+    def replace(self, **fields) -> "TrainConfig":
+        """A copy with flat fields changed (``cfg.replace(epochs=3, selection="none")``)."""
+        return TrainConfig.from_flat(**{**self.to_flat(), **fields})
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
-        """Build from a dict (e.g. a JSON file), naming any unknown key."""
+        """From a JSON object: nested by section (this layout) or flat (the layout before the split)."""
         if not isinstance(values, dict):
             raise ValueError(f"config: got {type(values).__name__}, expected a JSON object of TrainConfig fields")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"config: got unknown field {unknown[0]!r}, expected fields of TrainConfig: "
-                             f"{', '.join(sorted(known))}")
-        return cls(**values)
+        if values and all(isinstance(v, dict) for v in values.values()):
+            unknown = sorted(set(values) - set(SECTIONS))
+            if unknown:
+                raise ValueError(f"config: got unknown section {unknown[0]!r}, expected {', '.join(SECTIONS)}")
+            flat = {}
+            for section, part in values.items():
+                wrong = sorted(set(part) - {f.name for f in dataclasses.fields(SECTIONS[section])})
+                if wrong:
+                    raise ValueError(f"config: got unknown field {section}.{wrong[0]}, expected fields of "
+                                     f"{SECTIONS[section].__name__}")
+                flat.update(part)
+            return cls.from_flat(**flat)
+        return cls.from_flat(**values)
 
     @classmethod
     def from_json_file(cls, path: str) -> "TrainConfig":
@@ -233,62 +291,50 @@ class TrainConfig:
             raise ValueError(f"config: {path!r} is not valid JSON ({err})") from None
         return cls.from_dict(values)
 
+    # -- views
+
+    def to_flat(self) -> dict:
+        return {k: v for section in SECTIONS for k, v in dataclasses.asdict(getattr(self, section)).items()}
+
+    def to_dict(self) -> dict:
+        return {section: dataclasses.asdict(getattr(self, section)) for section in SECTIONS}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def regime(self) -> str:
+        if self.selection.selection == "none":
+            return "full"
+        return self.selection.regime or ("finetune" if self.data.task == "arith" else "scratch")
+
+    def teacher_config(self) -> TeacherConfig:
+        """The `TeacherConfig` of the run's main stage."""
+        return self.selection.teacher_config(self.regime(), self.run.seed)
+
+    def resolve(self) -> "TrainConfig":
+        """The same config with every task-dependent default ("" or 0) filled in."""
+        d, m = self.data, self.model
+        model = m.model or TASK_MODEL[d.task]
+        width, depth, heads = _MODEL_SIZES[model][1 if d.quick else 0]
+        # An absolute text path: a run resumed from another working directory finds the same file.
+        text_file = os.path.abspath(d.text_file) if d.text_file else ""
+        return dataclasses.replace(
+            self, data=dataclasses.replace(d, text_file=text_file),
+            model=ModelConfig(model=model, width=m.width or width, depth=m.depth or depth,
+                              num_heads=m.num_heads or heads),
+            selection=dataclasses.replace(self.selection, regime=self.regime()))
+
 
 def field_help() -> dict[str, str]:
-    """Each field's trailing comment in the source above: the CLI's help text, kept in one place."""
-    source = inspect.getsource(TrainConfig)
-    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s+(\w+):[^#\n]*#\s*(.*)$", source, re.M)}
+    """Each field's trailing comment in the sections above: the CLI's help text, kept in one place."""
+    helps = {}
+    for cls in SECTIONS.values():
+        source = inspect.getsource(cls)
+        helps.update({m.group(1): m.group(2).strip()
+                      for m in re.finditer(r"^\s+(\w+):[^#\n]*#\s*(.*)$", source, re.M)})
+    return helps
 
 
-# ---------------------------------------------------------------------------- checks
-
-def _number_or_name(value, kind):
-    """A string holding a number becomes that number (CLI and JSON give "0.7" or 0.7 alike)."""
-    if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            return value
-        if kind is int:
-            if not number.is_integer():
-                return value  # reported by the caller as not an int
-            return int(number)
-        return number
-    if isinstance(value, bool):
-        return value
-    if kind is int and isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,),
-          "str | float": (str, int, float), "str | int": (str, int)}
-
-
-def _check_types(config) -> None:
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        kinds = _TYPES[field.type if isinstance(field.type, str) else _type_name(field.type)]
-        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-            raise ValueError(f"{field.name}: got {value!r}, expected a value of type {_type_name(field.type)}")
-
-
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _one_of(name, value, allowed, extra=""):
-    if value not in allowed:
-        raise ValueError(f"{name}: got {value!r}, expected one of {tuple(allowed)}{(' ' + extra) if extra else ''}")
-
-
-def _at_least(name, value, lo):
-    if value < lo:
-        raise ValueError(f"{name}: got {value!r}, expected an int >= {lo}")
-
-
-def _in_range(name, value, lo, hi, lo_open=False, hi_open=False):
-    ok = math.isfinite(value) and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
-    if not ok:
-        interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open or hi == math.inf else ']'}"
-        raise ValueError(f"{name}: got {value!r}, expected a number in {interval}")
+def field_defaults() -> dict[str, dataclasses.Field]:
+    """Flat field name -> its dataclass field (type and default), for the CLI."""
+    return {f.name: f for cls in SECTIONS.values() for f in dataclasses.fields(cls)}

@@ -27,8 +27,10 @@ examples runs ⌊n_active / batch_size⌋ steps and its last partial batch is
 dropped (the dropped examples differ between epochs: the order is reshuffled).
 
 Resumption: the whole state — params, optimizer state, teacher state (score
-table, selection, schedule position), the epoch's data order, RNG key and the
-step/epoch/position clock — is one pytree saved by `attent_jax.training.checkpoint`
+table, selection, schedule position), the epoch's data order and RNG key — is one
+pytree saved by `attent_jax.training.checkpoint`, with the step/epoch/position
+clock in the checkpoint's meta. The clock lives on the host only (`run_log.Session`);
+each train step receives the entries it reads as one small int32 array
 every ``checkpoint_every`` steps and at each epoch end. A run started again in
 the same folder resumes from its newest intact checkpoint, and on the same
 device count ends with bitwise the same parameters as an uninterrupted run.
@@ -44,9 +46,7 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import os
 import time
 from typing import Any, Callable
@@ -59,186 +59,23 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from attent_jax.tasks import datasets as data_lib
+from attent_jax.models.decoder import greedy_decode
 from attent_jax.tasks import generators as tasks_lib
 from attent_jax.training.checkpoint import Checkpointer, abstract_like
+from attent_jax.training.config import RESUME_MAY_CHANGE, TrainConfig
 from attent_jax.training.mesh import check_batch_divisible, initialize_distributed, make_mesh, state_shardings
-from attent_jax.learner.model import AttentionLearner, LearnerConfig
+from attent_jax.training.optim import learning_rate, make_optimizer
 from attent_jax.training.run_log import NonFiniteLossError  # noqa: F401  (raised by train_and_evaluate; import it from here)
-from attent_jax.training.run_log import MetricsLog, Session, warn_once, write_atomic
-from attent_jax.teaching.teacher import Teacher, TeacherConfig
-from attent_jax.training.config import TrainConfig
-from attent_jax.models import make_model
-from attent_jax.models.decoder import DecoderConfig, greedy_decode, lm_accuracy, lm_losses
-from attent_jax.models.encoder import EncoderConfig, classification_correct, classification_losses
+from attent_jax.training.run_log import MetricsLog, Session, new_clock, warn_once, write_atomic
+from attent_jax.training.stages import build_stages, example_scores, load_dataset, model_builder, per_example_fn
 
 CONFIG_FILE = "config.json"
-# Fields that change only what a run shows or how often it saves, never its numbers (resume is bitwise
-# whatever they are), so a run may be resumed with other values; config.json keeps the first ones.
-RESUME_MAY_CHANGE = ("progress_bar", "log_every", "checkpoint_every", "keep_checkpoints")
+# The clock entries a train step reads (it gets them from the host's clock as one int32 array).
+STEP_CLOCK = ("pos", "stage_step", "epoch", "steps_in_epoch")
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
 CHECKPOINT_DIR = "checkpoints"
 
-
-
-# =========================================================================== tasks and stages
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Stage:
-    """One phase of training on one dataset with one teacher (arith: pre-training, then fine-tuning)."""
-    name: str                       # "train", "pretrain" or "finetune"
-    kind: str                       # "regression", "classification" or "lm"
-    train: dict                     # numpy arrays, axis 0 = examples: x, y (and m, the lm loss mask)
-    test: dict                      # held-out arrays, same keys
-    epochs: int                     # epochs of this stage
-    teacher: Teacher                # plans each epoch (the pre-training stage: all data, reshuffled)
-    decode: dict | None = None      # arith: prompts, prompt_lens, answers, vocab for exact match
-
-    @property
-    def num_train(self) -> int:
-        return len(self.train["x"])
-
-    def planned_steps(self, batch_size: int) -> list[int]:
-        """Optimizer steps of each epoch from the teacher's host-side schedule (InfoBatch: as full epochs)."""
-        return [(p.n_active if p.n_active is not None else self.num_train) // batch_size
-                for p in self.teacher.schedule(self.epochs)]
-
-
-def _arrays(ds: data_lib.Dataset, split: str) -> dict:
-    out = {"x": getattr(ds, f"x_{split}"), "y": getattr(ds, f"y_{split}")}
-    mask = getattr(ds, f"mask_{split}")
-    if mask is not None:
-        out["m"] = mask
-    return out
-
-
-def load_dataset(config: TrainConfig) -> data_lib.Dataset:
-    """The task's `Dataset` with the config's size options."""
-    options = {}
-    if config.num_train:
-        options["num_train"] = config.num_train
-    if config.num_test:
-        options["num_test"] = config.num_test
-    if config.task in ("charlm", "arith"):
-        if config.context:
-            options["context"] = config.context
-        if config.text_file:
-            options["text_path"] = config.text_file
-    return data_lib.load_task(config.task, quick=config.quick, **options)
-
-
-def build_stages(config: TrainConfig, ds: data_lib.Dataset) -> list[Stage]:
-    """The run's stages: one, or for arith with a text file, pre-training then fine-tuning."""
-    stages = []
-    if config.task == "arith" and config.pretrain_epochs:
-        pre = ds.pretrain
-        stages.append(Stage("pretrain", "lm", _arrays(pre, "train"), _arrays(pre, "test"), config.pretrain_epochs,
-                            Teacher(TeacherConfig(regime="full", seed=config.seed), pre.num_train)))
-    labels = ds.labels_train if config.selection == "class_weight" else None
-    teacher = Teacher(config.teacher_config(), ds.num_train, labels=labels)
-    decode = None
-    if ds.prompts_test is not None:
-        decode = {"prompts": ds.prompts_test, "prompt_lens": ds.prompt_lens_test, "answers": ds.answers_test,
-                  "vocab": ds.vocab}
-    stages.append(Stage("finetune" if config.task == "arith" else "train", ds.kind, _arrays(ds, "train"),
-                        _arrays(ds, "test"), config.epochs, teacher, decode))
-    for stage in stages:
-        if config.batch_size > stage.num_train:
-            raise ValueError(f"batch_size: got {config.batch_size}, expected at most the {stage.num_train} "
-                             f"training examples of stage {stage.name!r} of task {config.task!r}")
-    return stages
-
-
-def model_builder(config: TrainConfig, ds: data_lib.Dataset, stages: list[Stage]) -> Callable[[nnx.Rngs], nnx.Module]:
-    """``build(rngs) -> module`` for the config's model, sized from the data."""
-    c = config
-    if c.model == "attention":
-        x, y = ds.x_train, ds.y_train
-        learner = LearnerConfig(d_in=x.shape[-1], d_qk=c.width, d_out=y.shape[-1], num_heads=c.num_heads,
-                                pool="mean" if y.ndim == 2 else "none", out_proj=c.num_heads > 1)
-        return lambda rngs: AttentionLearner(learner, rngs=rngs)
-    if c.model == "encoder":
-        enc = EncoderConfig(input_shape=tuple(ds.x_train.shape[1:]), width=c.width, depth=c.depth,
-                            num_heads=c.num_heads, num_classes=ds.num_classes)
-        return lambda rngs: make_model("encoder", enc, rngs)
-    lengths = [s.train["x"].shape[1] for s in stages] + [s.decode["prompts"].shape[1] for s in stages if s.decode]
-    dec = DecoderConfig(vocab_size=ds.vocab_size, context=max(lengths), width=c.width, depth=c.depth,
-                        num_heads=c.num_heads)
-    return lambda rngs: make_model("decoder", dec, rngs)
-
-
-def per_example_fn(kind: str, apply: Callable) -> Callable:
-    """``f(params, batch) -> (loss_B, accuracy_B)``: per-example losses, never a batch mean.
-
-    regression: mean squared error over each example's outputs; accuracy 0 (none).
-    classification: softmax cross-entropy; accuracy = argmax hit.
-    lm: masked mean next-token cross-entropy (arith: answer tokens only); accuracy = masked token accuracy.
-    """
-    if kind == "regression":
-        def f(params, batch):
-            err = apply(params, batch["x"]) - batch["y"]
-            loss_B = jnp.mean(jnp.square(err).reshape(err.shape[0], -1), axis=1)
-            return loss_B, jnp.zeros_like(loss_B)
-    elif kind == "classification":
-        def f(params, batch):
-            logits = apply(params, batch["x"])
-            return (classification_losses(logits, batch["y"]),
-                    classification_correct(logits, batch["y"]).astype(jnp.float32))
-    else:
-        def f(params, batch):
-            logits = apply(params, batch["x"])
-            return lm_losses(logits, batch["y"], batch["m"]), lm_accuracy(logits, batch["y"], batch["m"])
-    return f
-
-
-def example_scores(score: str, loss_B, batch):
-    """What the teacher ranks: the per-example loss, or the discrepancy ‖f(S) − f*(S)‖ (paper eq. 21).
-
-    The regression loss is the mean squared error over an example's D outputs,
-    so the discrepancy is √(D · loss): the same order as the loss (hard selection
-    picks the same examples), but a different scale for the soft selector.
-    """
-    if score == "loss":
-        return loss_B
-    outputs_per_example = math.prod(batch["y"].shape[1:])
-    return jnp.sqrt(outputs_per_example * loss_B)
-
-
-def learning_rate(config: TrainConfig, clock: dict, planned_steps: int, epochs: int):
-    """Linear warm-up then cosine decay, at the middle of the current step (see train_config's docstring).
-
-    "steps": progress = (stage_step + ½) / planned steps of the stage;
-    "epochs": progress = (epoch + (pos + ½) / steps_in_epoch) / epochs.
-    """
-    if config.lr_schedule_by == "steps":
-        p = (clock["stage_step"] + 0.5) / max(planned_steps, 1)
-    else:
-        p = (clock["epoch"] + (clock["pos"] + 0.5) / jnp.maximum(clock["steps_in_epoch"], 1)) / epochs
-    p = jnp.clip(p, 0.0, 1.0)
-    warm = config.warmup_ratio
-    lo = config.min_lr_ratio
-    cosine = lo + (1.0 - lo) * 0.5 * (1.0 + jnp.cos(jnp.pi * jnp.clip((p - warm) / (1.0 - warm), 0.0, 1.0)))
-    ramp = p / warm if warm > 0 else 1.0
-    return config.learning_rate * jnp.where(p < warm, ramp, cosine)
-
-
-def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """AdamW without its learning rate (the step scales by −lr(progress) itself).
-
-    Weight decay applies to arrays with ≥ 2 axes (weights, embeddings), not to
-    biases and norm scales.
-    """
-    parts = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip else []
-    parts += [optax.scale_by_adam(b1=config.b1, b2=config.b2, eps=config.eps),
-              optax.add_decayed_weights(config.weight_decay,
-                                        mask=lambda params: jax.tree.map(lambda x: x.ndim >= 2, params))]
-    return optax.chain(*parts)
-
-
-# =========================================================================== state
-
-_CLOCK = ("step", "stage", "epoch", "pos", "steps_in_epoch", "stage_step", "planned")
 
 
 # =========================================================================== the trainer
@@ -255,20 +92,21 @@ class Trainer:
         if not isinstance(config, TrainConfig):
             raise ValueError(f"config: got {type(config).__name__}, expected a TrainConfig")
         self.config = config = config.resolve()
+        run = config.run
         self.workdir = os.path.abspath(workdir)
         initialize_distributed()
         self.mesh = mesh if mesh is not None else make_mesh()
         n_dev = self.mesh.size
-        check_batch_divisible(config.batch_size, n_dev)
+        check_batch_divisible(run.batch_size, n_dev)
         # Scoring/eval chunks: a multiple of the device count, so each device scores an equal share.
-        self.eval_chunk = -(-config.eval_batch_size // n_dev) * n_dev
+        self.eval_chunk = -(-run.eval_batch_size // n_dev) * n_dev
         self._check_workdir()
-        self.dataset = ds = load_dataset(config)
+        self.dataset = ds = load_dataset(config.data)
         self.stages = build_stages(config, ds)
-        self.planned = [s.planned_steps(config.batch_size) for s in self.stages]
-        build = model_builder(config, ds, self.stages)
+        self.planned = [s.planned_steps(run.batch_size) for s in self.stages]
+        build = model_builder(config.model, ds, self.stages)
         self.graphdef = nnx.split(nnx.eval_shape(lambda: build(nnx.Rngs(0))))[0]
-        self.tx = make_optimizer(config)
+        self.tx = make_optimizer(config.optim)
 
         def init(key):
             k_model, k_teacher, k_rng = jax.random.split(key, 3)
@@ -279,13 +117,12 @@ class Trainer:
                 "teacher": [s.teacher.init(jax.random.fold_in(k_teacher, i)) for i, s in enumerate(self.stages)],
                 "order": [jnp.zeros((s.num_train,), jnp.int32) for s in self.stages],
                 "rng": k_rng,
-                "clock": {k: jnp.zeros((), jnp.int32) for k in _CLOCK},
             }
 
         self._init = init
-        self.abstract_state = jax.eval_shape(init, jax.random.PRNGKey(config.seed))
-        self.shardings = state_shardings(self.abstract_state, self.mesh, fsdp=config.fsdp,
-                                         fsdp_min_size=config.fsdp_min_size)
+        self.abstract_state = jax.eval_shape(init, jax.random.PRNGKey(run.seed))
+        self.shardings = state_shardings(self.abstract_state, self.mesh, fsdp=run.fsdp,
+                                         fsdp_min_size=run.fsdp_min_size)
         self.replicated = NamedSharding(self.mesh, P())
         # Batch-like arrays: P("data") = split axis 0 (examples) over devices, other axes whole.
         self.batch_sharding = NamedSharding(self.mesh, P("data"))
@@ -299,10 +136,10 @@ class Trainer:
         if os.path.isfile(path):
             try:
                 with open(path) as f:
-                    saved = TrainConfig.from_dict(json.load(f)).resolve().to_dict()
+                    saved = TrainConfig.from_dict(json.load(f)).resolve().to_flat()
             except (ValueError, TypeError) as err:
                 raise ValueError(f"workdir: {path} is not a TrainConfig ({err}); use another workdir") from None
-            new = self.config.to_dict()
+            new = self.config.to_flat()
             for key in new:
                 if key not in RESUME_MAY_CHANGE and saved.get(key) != new[key]:
                     raise ValueError(f"{key}: got {new[key]!r}, but workdir {self.workdir} holds a run with "
@@ -329,12 +166,13 @@ class Trainer:
 
     def _make_train_step(self, si: int):
         stage, config = self.stages[si], self.config
-        B = config.batch_size
+        B = config.run.batch_size
         per_example = per_example_fn(stage.kind, self._apply)
         planned, epochs = sum(self.planned[si]), stage.epochs
 
-        def step(state, data):
-            clock = state["clock"]
+        def step(state, data, clock_4):
+            # The host's clock (the only one): where in the epoch and the schedule this step is.
+            clock = dict(zip(STEP_CLOCK, clock_4))
             idx_B = jax.lax.dynamic_slice(state["order"][si], (clock["pos"] * B,), (B,))
             batch = self._gather(data, idx_B)
             teacher_state = state["teacher"][si]
@@ -345,23 +183,23 @@ class Trainer:
                 return jnp.mean(w_B * loss_B), (loss_B, acc_B)
 
             (_, (loss_B, acc_B)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-            lr = learning_rate(config, clock, planned, epochs)
+            lr = learning_rate(config.optim, clock, planned, epochs)
             updates, opt = self.tx.update(grads, state["opt"], state["params"])
             params = optax.apply_updates(state["params"], jax.tree.map(lambda u: -lr * u, updates))
             teachers = list(state["teacher"])
             # The step's own per-example losses refresh the score table: scores for free.
-            teachers[si] = stage.teacher.update(teacher_state, idx_B, example_scores(config.score, loss_B, batch))
-            clock = dict(clock, step=clock["step"] + 1, pos=clock["pos"] + 1, stage_step=clock["stage_step"] + 1)
+            teachers[si] = stage.teacher.update(teacher_state, idx_B,
+                                                example_scores(config.selection.score, loss_B, batch))
             loss = jnp.mean(loss_B)
             metrics = {"loss": loss, "accuracy": jnp.mean(acc_B), "lr": lr,
                        "finite": jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(params))}
-            return dict(state, params=params, opt=opt, teacher=teachers, clock=clock), metrics
+            return dict(state, params=params, opt=opt, teacher=teachers), metrics
 
         data_sh = self._data_shardings(stage.train)
         # P(): metrics are scalars with a copy on every device, so any process can fetch them.
         metric_sh = {k: self.replicated for k in ("loss", "accuracy", "lr", "finite")}
-        return jax.jit(step, in_shardings=(self.shardings, data_sh), out_shardings=(self.shardings, metric_sh),
-                       donate_argnums=0)
+        return jax.jit(step, in_shardings=(self.shardings, data_sh, self.replicated),
+                       out_shardings=(self.shardings, metric_sh), donate_argnums=0)
 
     def _chunked(self, n: int):
         """Example ids (C, chunk) covering 0..n-1 (wrapping around to fill the last chunk) and their validity."""
@@ -388,7 +226,7 @@ class Trainer:
                 pos = c * chunk + jnp.arange(chunk, dtype=jnp.int32)
                 idx = jax.lax.dynamic_slice(order_P, (c * chunk,), (chunk,))
                 batch = self._gather(data, idx)
-                scores = example_scores(config.score, per_example(state["params"], batch)[0], batch)
+                scores = example_scores(config.selection.score, per_example(state["params"], batch)[0], batch)
                 return stage.teacher.update(teacher_state, idx, scores, valid_B=pos < count)
 
             teachers = list(state["teacher"])
@@ -435,15 +273,10 @@ class Trainer:
                   for device, index in sharding.addressable_devices_indices_map(value.shape).items()]
         return jax.make_array_from_single_device_arrays(value.shape, sharding, shards)
 
-    def _with_clock(self, state: dict, **values) -> dict:
-        clock = dict(state["clock"])
-        clock.update({k: self._put(np.int32(v)) for k, v in values.items()})
-        return dict(state, clock=clock)
-
     def init_state(self):
         """A fresh state, created directly in its shardings."""
         init = jax.jit(self._init, out_shardings=self.shardings)
-        return init(jax.random.PRNGKey(self.config.seed))
+        return init(jax.random.PRNGKey(self.config.run.seed))
 
     def restore(self, checkpointer: Checkpointer):
         """(state, meta) of the newest intact checkpoint, restored onto this mesh, or None."""
@@ -464,7 +297,7 @@ class Trainer:
             config_path = os.path.join(self.workdir, CONFIG_FILE)
             if not os.path.exists(config_path):
                 write_atomic(config_path, config.to_json() + "\n")
-        ckpt = Checkpointer(os.path.join(self.workdir, CHECKPOINT_DIR), keep=config.keep_checkpoints)
+        ckpt = Checkpointer(os.path.join(self.workdir, CHECKPOINT_DIR), keep=config.run.keep_checkpoints)
         log = MetricsLog(os.path.join(self.workdir, METRICS_FILE), enabled=main)
         try:
             return self._run(ckpt, log, on_step)
@@ -475,8 +308,8 @@ class Trainer:
     def _run(self, ckpt: Checkpointer, log: "MetricsLog", on_step) -> dict:
         restored = self.restore(ckpt)
         state, meta = (self.init_state(), {}) if restored is None else restored
-        run = Session(self.config, sum(sum(p) for p in self.planned), ckpt, log, jax.device_get(state["clock"]), meta,
-                      resumed=restored is not None)
+        run = Session(self.config.run, self.config.optim.learning_rate, sum(sum(p) for p in self.planned), ckpt, log,
+                      meta, resumed=restored is not None)
         train_data = [{k: self._put(v) for k, v in s.train.items()} for s in self.stages]
         test_data = [{k: self._put(v) for k, v in s.test.items()} for s in self.stages]
         decode_data = [s.decode and (self._put(s.decode["prompts"]), self._put(s.decode["prompt_lens"]))
@@ -512,11 +345,12 @@ class Trainer:
 
     def _train_epoch(self, state, run: "Session", si: int, train_step, data, on_step):
         """The epoch's remaining steps: metrics fetched every log_every steps, checkpoints every checkpoint_every."""
-        config, stage, clock = self.config, self.stages[si], run.clock
+        config, stage, clock = self.config.run, self.stages[si], run.clock
         run.start_window()
         first = True
         for pos in range(clock["pos"], clock["steps_in_epoch"]):
-            state, metrics = train_step(state, data)
+            clock_4 = self._put(np.array([clock[k] for k in STEP_CLOCK], np.int32))
+            state, metrics = train_step(state, data, clock_4)
             run.step_done(metrics, compiled=not first)
             if first:
                 # The first step of a session compiles; the throughput counts the steps after it.
@@ -547,11 +381,11 @@ class Trainer:
         else:
             clock.update(epoch=epoch + 1)
         clock.update(pos=0, planned=0, steps_in_epoch=0)
-        return self._with_clock(state, **clock)
+        return state
 
     def _plan_epoch(self, state, run: "Session", si: int, epoch: int, score, data):
         """Score all examples (if the schedule asks), let the teacher plan the epoch, and set the clock."""
-        stage, B = self.stages[si], self.config.batch_size
+        stage, B = self.stages[si], self.config.run.batch_size
         if stage.teacher.needs_full_scoring(epoch, stage.epochs):
             t0 = time.perf_counter()
             state = jax.block_until_ready(score(state, data))
@@ -571,7 +405,7 @@ class Trainer:
             warn_once(f"stage {stage.name!r} epoch {epoch}: {n_active} selected examples are fewer than "
                        f"batch_size={B}; the epoch trains no step (partial batches are dropped)")
         run.clock.update(planned=1, pos=0, steps_in_epoch=steps)
-        return self._with_clock(state, planned=1, pos=0, steps_in_epoch=steps)
+        return state
 
     def _evaluate(self, state, si: int, evaluate, test, decode_dev) -> dict:
         stage = self.stages[si]
@@ -603,7 +437,7 @@ def restore_params(workdir: str):
         raise ValueError(f"workdir: got {workdir!r}, expected a run folder holding {CONFIG_FILE}")
     with open(path) as f:
         trainer = Trainer(TrainConfig.from_dict(json.load(f)), workdir)
-    ckpt = Checkpointer(os.path.join(trainer.workdir, CHECKPOINT_DIR), keep=trainer.config.keep_checkpoints)
+    ckpt = Checkpointer(os.path.join(trainer.workdir, CHECKPOINT_DIR), keep=trainer.config.run.keep_checkpoints)
     try:
         restored = trainer.restore(ckpt)
     finally:

@@ -1,4 +1,4 @@
-"""The host-side side of a training run: its clock mirror, timers, metrics log, progress bar and NaN stop.
+"""The host-side side of a training run: its clock, timers, metrics log, progress bar and NaN stop.
 
 `Session` is the bookkeeping of one `attent_jax.training.loop.Trainer.run`; `MetricsLog`
 writes the run folder's JSON lines. Nothing here touches device arrays except
@@ -19,7 +19,15 @@ import numpy as np
 from attent_jax.training.checkpoint import Checkpointer
 
 if TYPE_CHECKING:
-    from attent_jax.training.config import TrainConfig
+    from attent_jax.training.config import RunConfig
+
+# The run's clock: global step; stage, epoch and position in it; the epoch's planned steps; steps of the
+# stage so far; whether the current epoch has been planned. Kept here only, saved in each checkpoint's meta.
+CLOCK = ("step", "stage", "epoch", "pos", "steps_in_epoch", "stage_step", "planned")
+
+
+def new_clock() -> dict:
+    return {k: 0 for k in CLOCK}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -28,19 +36,20 @@ class NonFiniteLossError(RuntimeError):
 
 
 class Session:
-    """Host-side bookkeeping of one `Trainer.run`: the clock mirror, counters, timers, logs and checkpoints.
+    """Host-side bookkeeping of one `Trainer.run`: the clock, counters, timers, logs and checkpoints.
 
-    The device state holds the authoritative clock; this mirror lets the loop
-    decide what to do next without fetching it. Counters that are not part of
-    the training state (wall time, examples seen, scoring/selection time, the
-    running epoch loss) travel in each checkpoint's JSON meta.
+    The clock (`CLOCK`) exists here only: the loop decides what to do next from
+    it without fetching anything, and hands each train step the entries it
+    reads. It and the counters that are not part of the training state (wall
+    time, examples seen, scoring/selection time, the running epoch loss) travel
+    in each checkpoint's JSON meta.
     """
 
-    def __init__(self, config: "TrainConfig", total_steps: int, ckpt: Checkpointer, log: "MetricsLog", clock: dict,
-                 meta: dict, resumed: bool):
-        # The run's config is read for what it shows (batch, progress bar, the lr named in a NaN stop).
-        self.config, self.ckpt, self.log = config, ckpt, log
-        self.clock = {k: int(v) for k, v in clock.items()}
+    def __init__(self, config: "RunConfig", learning_rate: float, total_steps: int, ckpt: Checkpointer,
+                 log: "MetricsLog", meta: dict, resumed: bool):
+        # The run's config is read for what it shows (batch, progress bar); the lr is named in a NaN stop.
+        self.config, self.learning_rate, self.ckpt, self.log = config, learning_rate, ckpt, log
+        self.clock = {k: int(v) for k, v in meta.get("clock", new_clock()).items()}
         log.truncate_after(self.clock["step"] if resumed else -1)
         self.totals = {k: float(meta.get(k, 0.0)) for k in ("wall_time", "time_scoring", "time_selecting")}
         self.examples_seen = int(meta.get("examples_seen", 0))
@@ -87,7 +96,7 @@ class Session:
 
     def save(self, state) -> None:
         meta = dict(self.totals, wall_time=self.wall(), examples_seen=self.examples_seen, n_active=self.n_active,
-                    epoch_loss=dict(self.epoch_loss))
+                    epoch_loss=dict(self.epoch_loss), clock=dict(self.clock))
         self.ckpt.save(self.clock["step"], state, meta)
         self.last_saved = self.clock["step"]
 
@@ -105,7 +114,7 @@ class Session:
             raise NonFiniteLossError(
                 f"training loss became {float(values[bad[0]]['loss'])} (or the parameters non-finite) at step {step}, "
                 f"epoch {self.clock['epoch']}; stopped: {where}. Lower --learning-rate "
-                f"(got {self.config.learning_rate}) or set --grad-clip.")
+                f"(got {self.learning_rate}) or set --grad-clip.")
         now = time.perf_counter()
         rate = self._window["examples"] / max(now - self._window["t"], 1e-9)
         self._window.update(t=now, examples=0)
