@@ -1,33 +1,50 @@
-"""With unit importances the attention gradient is a linear model's batch gradient (paper §4.1, after eq. 12).
+"""The attention gradient is a linear model's batch gradient with importance weights (paper §4.1, after eq. 12).
 
 Claim: "When all importance values are set to 1, the gradient of the ANN
 reduces to the derivative of a multilayer perceptron without nonlinear
-activations and with batch input."
+activations and with batch input." The claim rests on the form behind it: the
+gradient of every attention weight is a linear model's batch gradient over the
+*elements* of the sequences, each element's feature row weighted by an
+importance row that attention computes.
 
-What we check, and why it is meaningful. The closed form writes every weight's
-gradient as ∂L/∂W = Σ_b Σ_e F_beᵀ Γ_be (`attent_jax.learner.importance`): a sum over the
-*elements* e of all sequences, each feature row F_be (s_i for W_Q, t_j for W_K
-and W_V) times an importance row Γ_be. Compare the linear model without
-activation h_W(s) = s W, applied to the batch of element features
-{F_be} as if they were independent examples, with the squared loss
+The linear model. z = x W without activation, applied to a batch of rows X
+(E × d); if its loss has ∂L/∂z_e = γ_e (so Γ = ∂L/∂Z, E × w), its gradient is
 
-    L_lin(W) = Σ_{b,e} ½‖F_be W − r_be‖²,   residual targets r_be = F_be W − γ_be,
+    ∇_W L = Σ_e x_eᵀ γ_e = Xᵀ Γ             (`linear_batch_grad`; squared loss: Γ = XW − Y)
 
-so that ∂L_lin/∂(F_be W) = γ_be and jax.grad gives ∇_W L_lin = Σ F_beᵀ γ_be.
+and the derivative of its summed output Σ_e z_e·1 is Xᵀ1 (Γ = 1).
 
-1. ``attention = linear (γ = Γ)``: with γ := Γ (held fixed), ∇_W L_lin equals
-   the attention learner's gradient for W_Q, W_K and W_V: one importance-
-   adaptive step of attention *is* one least-squares step of a linear model on
-   the batch of element features whose per-example loss gradients are the
-   importances. The whole attention mechanism enters only through Γ.
-2. ``unit importances = linear (γ = 1)``: `importance.unit_importance_grad`
-   (every Γ set to 1) equals ∇_W L_lin with γ = 1, i.e. Fᵀ1 — each column the
-   sum of the feature rows, the gradient of a linear model with unit loss
-   gradient on every example, independent of W.
+Importances, written here from scratch (numpy, float64, from the weights and the
+inputs; no `attent_jax` code): per sequence, Q = S W_Q, K = T W_K, V = T W_V
+(T = S unless cross-attention), A = softmax_row(c Q Kᵀ + M) (M the causal
+mask), F = A V, G = ∂L/∂F for L = Σ ½‖f − y‖² (G = (f − y)/n on every row when
+the output is mean-pooled), and
 
-Both in float64 (tolerance 1e-10) for self-, masked and cross-attention. Reported
-as data: how far the unit-importance gradient is from the true one (the
-importances are not trivial).
+    Γ_V = Aᵀ G,    P_ij = a_ij g_i·(v_j − f_i),    Γ_Q = c P K,    Γ_K = c Pᵀ Q,
+
+with features X = S for W_Q and X = T for W_K and W_V. (v_j − f_i is the softmax
+Jacobian: ∂L/∂z_ij = a_ij(∂L/∂a_ij − Σ_l a_il ∂L/∂a_il) with ∂L/∂a_ij = g_i·v_j and
+Σ_l a_il v_l = f_i.)
+
+Rows (every identity in float64, tolerance 1e-10 relative, worst over the cases
+self / masked / cross / pooled and over W_Q, W_K, W_V; every control's value is
+its *smallest* error over the cases and weights it breaks, which must exceed
+the tolerance):
+
+1. identity ``attention grad = linear batch grad (Xᵀ Γ)``: jax.grad of the
+   learner's loss (autodiff through `model.learner_fn`) equals Xᵀ Γ with the
+   script's Γ. Controls: Γ_Q, Γ_K with the −f_i of the softmax Jacobian dropped
+   (P_ij = a_ij g_i·v_j); Γ_V with the attention dropped (A uniform).
+2. identity ``unit importances = linear derivative (Xᵀ 1)``:
+   `importance.unit_importance_grad` (the library's features with every
+   importance set to 1) equals Xᵀ1 written here with X taken from the inputs.
+   Control: the same comparison with the true (non-unit) importances, i.e. the
+   true gradient against Xᵀ1.
+3. identity ``library Γ = independent Γ``: `importance.loss_grad`'s importances
+   equal the script's. Control: against the script's Γ with the −f_i dropped.
+
+Reported as data: the numpy forward pass against `learner_fn`, and how far the
+unit-importance gradient is from the true one (the importances are not trivial).
 
 Example:
     >>> from attent_theory import reduction
@@ -49,8 +66,9 @@ from attent_jax.learner.model import LearnerConfig, learner_fn
 from .common import output_shape, random_params, random_x
 from .report import Check, Report, float64, rel_err, script_main
 
-CLAIM = "unit importances reduce the gradient to a linear model's batch gradient (§4.1)"
+CLAIM = "the attention gradient is Xᵀ Γ, a linear model's batch gradient; with Γ = 1 it is Xᵀ1 (§4.1)"
 WEIGHTS = ("w_q", "w_k", "w_v")
+CASES = ("self", "masked", "cross", "pooled")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +79,7 @@ class Config:
     d_in: int = 4           # d
     d_qk: int = 5           # d'
     d_out: int = 2          # o
-    cases: tuple[str, ...] = ("self", "masked", "cross")  # learners to check
+    cases: tuple[str, ...] = CASES  # learners to check
     tolerance: float = 1e-10  # max relative error (float64)
     seed: int = 0           # params, inputs and targets
 
@@ -69,65 +87,145 @@ class Config:
     def quick(cls) -> "Config":
         return cls(batch=2, seq_len=4, kv_len=3, d_in=3, d_qk=4, d_out=1)
 
+    def __post_init__(self):
+        unknown = [c for c in self.cases if c not in CASES]
+        if unknown or not self.cases:
+            raise ValueError(f"Config.cases: got {self.cases!r}, expected a non-empty subset of {CASES}")
+
 
 def _learner(case: str, cfg: Config) -> LearnerConfig:
-    extra = {"self": {}, "masked": dict(causal=True), "cross": dict(cross=True, d_kv=cfg.d_in + 1)}
-    if case not in extra:
-        raise ValueError(f"Config.cases: got {case!r}, expected names from {sorted(extra)}")
-    return LearnerConfig(d_in=cfg.d_in, d_qk=cfg.d_qk, d_out=cfg.d_out, **extra[case])
+    extra = {"self": {}, "masked": dict(causal=True), "cross": dict(cross=True, d_kv=cfg.d_in + 1),
+             "pooled": dict(pool="mean")}[case]
+    return LearnerConfig(d_in=cfg.d_in, d_qk=cfg.d_qk, d_out=cfg.d_out, **extra)
 
 
-def linear_model_grad(w_dxw, features_Bxexd, gamma_Bxexw):
-    """jax.grad of L_lin(W) = Σ ½‖F W − (F W − γ)‖² at W (targets fixed): a linear model's gradient."""
-    x_Nxd = features_Bxexd.reshape(-1, features_Bxexd.shape[-1])
-    targets = jax.lax.stop_gradient(x_Nxd @ w_dxw - gamma_Bxexw.reshape(-1, gamma_Bxexw.shape[-1]))
-    return jax.grad(lambda w: 0.5 * jnp.sum((x_Nxd @ w - targets) ** 2))(w_dxw)
+def linear_batch_grad(x_Exd: np.ndarray, dz_Exw: np.ndarray) -> np.ndarray:
+    """∇_W of a linear model z = x W (no activation) on the batch X whose loss has ∂L/∂Z = dz: Xᵀ dz."""
+    return x_Exd.T @ dz_Exw
+
+
+def _softmax_rows(z):
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _importances(lc: LearnerConfig, params: dict, s, t, y) -> dict:
+    """Per weight: stacked features X, importances Γ, and the broken Γ of the controls (numpy, from scratch)."""
+    w_q, w_k, w_v = (np.asarray(params[name][0], dtype=np.float64) for name in WEIGHTS)
+    rows = {name: {"x": [], "gamma": [], "broken": []} for name in WEIGHTS}
+    outs = []
+    for b in range(s.shape[0]):
+        s_b = s[b]
+        t_b = s_b if t is None else t[b]
+        q, k, v = s_b @ w_q, t_b @ w_k, t_b @ w_v
+        z = lc.c * q @ k.T
+        if lc.causal:
+            z = np.where(np.tri(*z.shape, dtype=bool), z, -np.inf)
+        a = _softmax_rows(z)
+        f = a @ v
+        n = f.shape[0]
+        if lc.pool == "mean":
+            out = f.mean(axis=0)
+            g = np.broadcast_to((out - y[b]) / n, f.shape)
+        else:
+            out = f
+            g = f - y[b]
+        outs.append(out)
+        gv = g @ v.T
+        p = a * (gv - np.sum(g * f, axis=1, keepdims=True))
+        p_uncentred = a * gv
+        uniform = np.full_like(a, 1.0 / a.shape[1])
+        for name, x, gamma, broken in (("w_q", s_b, lc.c * p @ k, lc.c * p_uncentred @ k),
+                                       ("w_k", t_b, lc.c * p.T @ q, lc.c * p_uncentred.T @ q),
+                                       ("w_v", t_b, a.T @ g, uniform.T @ g)):
+            rows[name]["x"].append(x)
+            rows[name]["gamma"].append(gamma)
+            rows[name]["broken"].append(broken)
+    stacked = {name: {key: np.concatenate(val, axis=0) for key, val in r.items()} for name, r in rows.items()}
+    return {"weights": stacked, "output": np.stack(outs)}
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _measure(lc: LearnerConfig, params, x, y):
-    r = loss_grad(lc, params, x, y)
-    unit = unit_importance_grad(r)
-    lin_gamma, lin_unit = {}, {}
-    for name in WEIGHTS:
-        feats, gamma = r.features[name], r.importance[name][:, 0]  # one head
-        lin_gamma[name] = linear_model_grad(params[name][0], feats, gamma)
-        lin_unit[name] = linear_model_grad(params[name][0], feats, jnp.ones_like(gamma))
+def _library(lc: LearnerConfig, params, x, y):
+    """One compilation per case: the learner's output, its autodiff gradient, and importance.py's pieces."""
     f = learner_fn(lc)
-    # The attention gradient by autodiff, not by the closed form whose split we use.
+    # Autodiff of the loss through the model: no importance.py code on this path.
     autodiff = jax.grad(lambda p: 0.5 * jnp.sum((f(p, x) - y) ** 2))(params)
-    grads = {name: autodiff[name][0] for name in WEIGHTS}
-    units = {name: unit[name][0] for name in WEIGHTS}
-    return grads, units, lin_gamma, lin_unit
+    lib = loss_grad(lc, params, x, y)
+    return f(params, x), autodiff, lib.importance, unit_importance_grad(lib)
+
+
+def _measure(case: str, config: Config, rng: np.random.Generator) -> dict:
+    lc = _learner(case, config)
+    params = random_params(lc, rng)
+    x = random_x(lc, rng, config.batch, config.seq_len, config.kv_len)
+    y = rng.standard_normal(output_shape(learner_fn(lc), params, x))
+    s, t = (x if lc.cross else (x, None))
+    s_np = np.asarray(s, dtype=np.float64)
+    t_np = None if t is None else np.asarray(t, dtype=np.float64)
+    ours = _importances(lc, params, s_np, t_np, y)
+    out, autodiff, lib_importance, lib_unit = _library(lc, params, x, jnp.asarray(y))
+    autodiff = {name: np.asarray(autodiff[name][0]) for name in WEIGHTS}
+    w = ours["weights"]
+    linear = {name: linear_batch_grad(w[name]["x"], w[name]["gamma"]) for name in WEIGHTS}
+    broken = {name: linear_batch_grad(w[name]["x"], w[name]["broken"]) for name in WEIGHTS}
+    ones = {name: linear_batch_grad(w[name]["x"], np.ones_like(w[name]["gamma"])) for name in WEIGHTS}
+    # The library's Γ is (B, 1 head, elements, width); ours is stacked over (batch, element).
+    lib_gamma = {name: np.asarray(lib_importance[name][:, 0]).reshape(w[name]["gamma"].shape) for name in WEIGHTS}
+    err = rel_err
+    return {
+        "grad": {name: err(linear[name], autodiff[name]) for name in WEIGHTS},
+        "grad_control": {name: err(broken[name], autodiff[name]) for name in WEIGHTS},
+        "unit": {name: err(np.asarray(lib_unit[name][0]), ones[name]) for name in WEIGHTS},
+        "unit_control": {name: err(autodiff[name], ones[name]) for name in WEIGHTS},
+        "gamma": {name: err(lib_gamma[name], w[name]["gamma"]) for name in WEIGHTS},
+        "gamma_control": {name: err(lib_gamma[name], w[name]["broken"]) for name in ("w_q", "w_k")},
+        "forward": err(ours["output"], np.asarray(out)),
+        "unit_vs_true_gradient": {name: err(np.asarray(lib_unit[name][0]), autodiff[name]) for name in WEIGHTS},
+    }
 
 
 def run(config: Config = Config()) -> Report:
     rng = np.random.default_rng(config.seed)
-    errs_gamma, errs_unit, data = {}, {}, {}
     with float64():
-        for case in config.cases:
-            lc = _learner(case, config)
-            params = random_params(lc, rng)
-            x = random_x(lc, rng, config.batch, config.seq_len, config.kv_len)
-            y = rng.standard_normal(output_shape(learner_fn(lc), params, x))
-            grads, units, lin_gamma, lin_unit = _measure(lc, params, x, y)
-            errs_gamma[case] = rel_err(lin_gamma, grads)
-            errs_unit[case] = rel_err(units, lin_unit)
-            data[case] = {"attention_vs_linear": errs_gamma[case], "unit_vs_linear": errs_unit[case],
-                          "unit_vs_true_gradient": {k: rel_err(units[k], grads[k]) for k in WEIGHTS}}
+        data = {case: _measure(case, config, rng) for case in config.cases}
+    tol = config.tolerance
 
-    def check(label, errs, what):
-        worst = max(errs, key=errs.get)
-        return Check(label, errs[worst], config.tolerance, "<=", f"{what}; worst case: {worst}")
+    def worst(key, weights=WEIGHTS):
+        return max((data[c][key][w], f"{c}/{w}") for c in config.cases for w in weights)
 
-    checks = [check("attention = linear (γ = Γ)", errs_gamma,
-                    "jax.grad of attention (W_Q, W_K, W_V) vs jax.grad of a linear model on the element "
-                    "features with residuals Γ"),
-              check("unit importances = linear (γ = 1)", errs_unit,
-                    "unit_importance_grad vs jax.grad of the linear model with unit residuals (F^T 1)")]
+    def least(key, weights):
+        return min((data[c][key][w], f"{c}/{w}") for c in config.cases for w in weights)
+
+    def identity(label, key, what):
+        value, where = worst(key)
+        return Check(label, value, tol, "<=", f"{what}; worst: {where}")
+
+    def control(label, key, weights, what):
+        value, where = least(key, weights)
+        return Check(label, value, tol, "<=", f"{what}; must exceed the tolerance, smallest: {where}", kind="control")
+
+    checks = [
+        identity("attention grad = linear batch grad (Xᵀ Γ)", "grad",
+                 "jax.grad of Σ½‖f - y‖² vs Xᵀ Γ, Γ from A, Q, K, V and ∂L/∂f written in the script"),
+        control("control: Γ_Q, Γ_K without the softmax's -f_i", "grad_control", ("w_q", "w_k"),
+                "P_ij = a_ij g_i·v_j instead of a_ij g_i·(v_j - f_i)"),
+        control("control: Γ_V without attention (A uniform)", "grad_control", ("w_v",),
+                "Γ_V = Uᵀ G with U = 1/m instead of Aᵀ G"),
+        identity("unit importances = linear derivative (Xᵀ 1)", "unit",
+                 "importance.unit_importance_grad vs Xᵀ1 with X the inputs (S for W_Q, T for W_K, W_V)"),
+        control("control: true (non-unit) importances vs Xᵀ 1", "unit_control", WEIGHTS,
+                "the true gradient against Xᵀ1"),
+        identity("library Γ = independent Γ", "gamma", "importance.loss_grad(...).importance vs the script's Γ"),
+        control("control: library Γ vs Γ without the -f_i", "gamma_control", ("w_q", "w_k"),
+                "the script's Γ_Q, Γ_K with the softmax's -f_i dropped"),
+    ]
     gap = min(min(v["unit_vs_true_gradient"].values()) for v in data.values())
+    forward = max(v["forward"] for v in data.values())
     notes = [f"the importances matter: the unit-importance gradient differs from the true one by >= {gap:.2f} "
-             f"(relative) on every weight and case"]
+             f"(relative) on every weight and case",
+             f"the script's numpy forward pass matches learner_fn to {forward:.1e} (relative)"]
     return Report("reduction", CLAIM, checks, data, notes=notes)
 
 
