@@ -327,15 +327,13 @@ def plot(report: Report, out_dir: str) -> list[str]:
 
     fig, axes = new_figure(1, 3, figsize=(14, 3.9))
     ax = axes[0]
-    for kind in LOSSES:
-        d = report.data.get(kind)
-        if not d:
-            continue
+    for i, kind in enumerate(k for k in LOSSES if k in report.data):
+        d = report.data[kind]
         etas = np.asarray(d["etas"])
         ax.loglog(etas, d["rho_train"], "o-", label=f"{kind}, train (order {d['order']['train']:.3f})")
         ax.loglog(etas, d["rho_test"], "s--", label=f"{kind}, held-out (order {d['order']['test']:.3f})")
         ax.loglog(etas, d["rho_train"][0] * etas / etas[0], "k:", lw=0.8)
-        for key, rho in d["rho_controls"].items():
+        for key, rho in (d["rho_controls"].items() if i == 0 else ()):  # the controls' rows use the first loss
             ax.loglog(etas, rho, "x:", lw=0.8, label=f"control: {key.replace('_', ' ')}")
     ax.set_xlabel("step size η")
     ax.set_ylabel("|R(η)| / |η K ∂L/∂f|")
