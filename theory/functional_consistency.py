@@ -305,7 +305,8 @@ def run(config: Config = Config()) -> Report:
         traj_checks, data["trajectory"] = _trajectory_rows(config, lc, rng, x_train, x_test)
     checks += traj_checks
     lim = data["trajectory"]["limit"]
-    window = f"windows of horizon/4 = {lim['chunk']} steps, over {config.limit_horizons} horizons at η = {lim['eta']:.3g}"
+    window = (f"windows of horizon/4 = {lim['chunk']} steps, over {config.limit_horizons} horizons "
+              f"at η = {lim['eta']:.3g}")
     checks += [
         Check("ANTK approaches a limit: speed end/start", lim["speed_ratio"], config.limit_ratio, "<=",
               f"|K_t+Δ - K_t|/|K_t| in the last window over the first; {window}", kind="claim"),

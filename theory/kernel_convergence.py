@@ -224,7 +224,7 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _window(kernels: list, lag: int) -> np.ndarray:
-    """w_i = ‖K_i − K_{i+lag}‖_F / ‖K_i‖_F for every checkpoint i that has a partner `lag` checkpoints later."""
+    """w_i = ‖K_i − K_{i+lag}‖_F / ‖K_i‖_F for every checkpoint i with a partner `lag` checkpoints later."""
     return np.array([_rel(kernels[i + lag], kernels[i]) for i in range(len(kernels) - lag)])
 
 
