@@ -257,8 +257,8 @@ def markdown_table(reports: list[Report], kind: str | None = None) -> str:
 def control_line(script: str, c: Check) -> str:
     """'control: <what is broken> caught (...)': one line per control, its verdict right after its name."""
     name = c.name if c.name.startswith("control:") else f"control: {c.name}"
-    of = f", repeats {c.of!r}" if c.of else ""
-    return f"{name} {c.status} ({script}{of}: measured {_num(c.value)}, the identity needs {c.threshold_text()})"
+    of = f" {c.of!r}" if c.of else ""
+    return f"{name} {c.status} ({script}: {_num(c.value)}; identity{of} needs {c.threshold_text()})"
 
 
 def _count(reports: list[Report], kind: str) -> tuple[int, int]:
