@@ -1,12 +1,13 @@
-"""Every theory script, quick config: its checks pass and its numbers are where the theory puts them.
+"""Every theory script, quick config: its identities pass, its controls are caught, its numbers are where the theory puts them.
 
-Checks that fail honestly in measurement are listed in KNOWN_FAILURES and run
-as strict xfails: the suite shows them, and flags the day they start passing.
+Paper claims (kind "claim") that do not hold at our scale are listed in
+KNOWN_FAILURES and run as strict xfails: the suite shows them, and flags the
+day they start holding. Identities have no such list: an identity that fails
+is a bug.
 """
 
 import math
 
-import numpy as np
 import pytest
 
 from attent_jax.verify import fast_compile
@@ -14,7 +15,7 @@ from theory import (antk, functional_consistency, gradient_form, greedy, kernel_
                     permutation, reduction)
 from theory.report import Check, Report
 
-# (script, check name) -> why it fails; see the script's docstring.
+# (script, check name) -> why this paper claim does not hold here; see the script's docstring.
 KNOWN_FAILURES = {
     ("kernel_convergence", "drift vs width d' (c=1/√d'): slope"):
         "widening d' alone cannot freeze the ANTK: logits and W_V move O(1) at any d'",
@@ -27,6 +28,11 @@ KNOWN_FAILURES = {
     ("greedy", "steps to final target, ρ=1"):
         "at Proposition 4's boundary step the greedy learner's set loss zigzags above the random one's",
 }
+# Scripts whose rows another branch is tagging (kernel_convergence is being rewritten): until that merges, their
+# KNOWN_FAILURES rows are still untagged identities. Empty this set with the merge.
+PENDING_TAGS = {"kernel_convergence"}
+# The scripts whose every identity has a negative control (the others add theirs on their own branches).
+CONTROLLED = ("gradient_form", "permutation", "length", "antk")
 
 SCRIPTS = {m.__name__.rsplit(".", 1)[1]: m for m in (gradient_form, permutation, length, reduction, antk,
                                                        functional_consistency, loss_reduction, greedy,
@@ -46,9 +52,16 @@ def _check(report: Report, name: str) -> Check:
     return next(c for c in report.checks if c.name == name)
 
 
+def _tolerated(report: Report, c: Check) -> bool:
+    """A claim listed in KNOWN_FAILURES (or, until the retagging merges, a listed row of a PENDING_TAGS script)."""
+    listed = (report.script, c.name) in KNOWN_FAILURES
+    return listed and (c.kind == "claim" or report.script in PENDING_TAGS)
+
+
 def _assert_passes(report: Report) -> None:
-    failing = [f"{c.name}: {c.value} ({c.threshold_text()})" for c in report.checks
-               if not c.passed and (report.script, c.name) not in KNOWN_FAILURES]
+    # Identities must pass and controls be caught; claims must hold unless listed as known failures.
+    failing = [f"{c.kind} {c.name}: {c.value} ({c.threshold_text()}) {c.status}" for c in report.checks
+               if not c.passed and not _tolerated(report, c)]
     assert not failing, failing
     assert report.checks and all(isinstance(c.value, (int, float)) for c in report.checks)
 
@@ -62,17 +75,46 @@ def test_checks_pass(name):
 def test_known_failures(key):
     report = quick_report(key[0])
     check = _check(report, key[1])
+    # Catches an identity slipped into the list: identities may not fail, whatever the list says.
+    assert check.kind == "claim" or key[0] in PENDING_TAGS, f"{key} is a {check.kind}: only claims may be listed"
     if not check.passed:
         pytest.xfail(KNOWN_FAILURES[key])
-    pytest.fail(f"{key} now passes ({check.value}): remove it from KNOWN_FAILURES")
+    pytest.fail(f"{key} now holds ({check.value}): remove it from KNOWN_FAILURES")
+
+
+@pytest.mark.parametrize("name", CONTROLLED)
+def test_every_identity_has_a_caught_control(name):
+    """Catches an identity without a negative control (it might be unable to fail) and a control that is MISSED."""
+    report = quick_report(name)
+    identities = [c.name for c in report.of_kind("identity")]
+    controls = report.of_kind("control")
+    assert identities and controls
+    uncontrolled = set(identities) - {c.of for c in controls}
+    assert not uncontrolled, f"identities without a control: {sorted(uncontrolled)}"
+    missed = [f"{c.name}: {c.value} ({c.threshold_text()})" for c in controls if c.status != "caught"]
+    assert not missed, missed
+    assert all(c.name.startswith("control: ") for c in controls)
+    assert report.passed
+
+
+def test_greedy_rows_are_claims():
+    """Catches greedy's empirical rows counted as identities (they would fail `attent verify` on a finding)."""
+    r = quick_report("greedy")
+    assert [c.kind for c in r.checks] == ["claim"] * len(r.checks)
+    assert r.passed  # no identity fails, whatever the claims say
 
 
 def test_exactness_in_float64():
-    # The exact identities hold to round-off (~1e-15), far inside their 1e-10 tolerance.
+    # The exact identities hold to round-off (~1e-15), far inside their 1e-10 tolerance; their controls, which
+    # measure a dropped term or a broken symmetry, sit many orders of magnitude above it.
     for name in ("gradient_form", "permutation", "length", "reduction"):
-        assert max(c.value for c in quick_report(name).checks) < 1e-12, name
+        r = quick_report(name)
+        assert max(c.value for c in r.of_kind("identity")) < 1e-12, name
+        if name in CONTROLLED:
+            assert all(c.value > 1e-3 for c in r.of_kind("control")), name
     r = quick_report("antk")
     assert _check(r, "implementations = J Jᵀ").value < 1e-12
+    # The bound is attained: more rows than d(d+o), yet the tangent space has exactly that dimension.
     assert _check(r, "rank K ≤ d(d+o)").value == r.data["paper learner"]["rank_bound"]
 
 
@@ -98,14 +140,3 @@ def test_greedy_numbers():
     r = quick_report("greedy")
     assert r.data["runs"][0]["functional_ratio_init"] > 1.5
     assert all(math.isfinite(v) for run in r.data["runs"] for v in run["by_rho"][0.125]["curve_greedy"])
-
-
-def test_kernel_convergence_numbers():
-    r = quick_report("kernel_convergence")
-    heads, dqk = r.data["width_heads"], r.data["width_dqk"]
-    # The heads limit freezes the kernel clearly faster than widening d'.
-    assert heads["slope"] < dqk["slope"] - 0.2
-    drift = np.asarray(r.data["main"]["constant"]["drift"])
-    assert drift[-1] == 0 and drift[0] > 0
-    # The sharp early fall of Figure 5: most of the drift is gone within the first quarter of training.
-    assert drift[len(drift) // 4] < 0.5 * drift[0]
