@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 import types
 
 import pytest
@@ -9,17 +10,32 @@ import pytest
 from attent_jax.cli import main as cli
 from attent_theory import verify
 from attent_theory import loss_reduction
-from attent_theory.report import Check, Report
+from attent_theory.report import VERDICTS, Check, Report, script_main
 
 FIGURES = ("gradient_form.png", "antk.png", "functional_consistency.png", "loss_reduction.png", "greedy.png",
            "kernel_drift.png", "kernel_heatmaps.png", "kernel_width.png")
 
 
+SECTION_TITLES = ("Identities", "Paper claims", "Negative controls")
+
+
+def _assert_sections_in_order(text: str, prefix: str) -> None:
+    positions = [text.find(f"{prefix}{title}") for title in SECTION_TITLES]
+    assert -1 not in positions and positions == sorted(positions), positions
+
+
 def test_quick_run_writes_report_json_and_figures(tmp_path, capsys):
+    """Catches a quick run that fails an identity or misses a control, and report files without the three sections."""
     rc = cli.main(["verify", "--quick", "--out", str(tmp_path)])
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert rc == (0 if summary["passed"] else 1)
-    assert summary["passed"] == all(c["passed"] for c in summary["checks"])
+    failing = {(c["script"], c["name"]) for c in summary["checks"] if c["kind"] != "claim" and not c["passed"]}
+    assert not failing, failing   # every identity passes and every control is caught on a correct implementation
+    assert rc == 0                # ... so the README's command exits 0, whatever the paper's claims do
+    assert not summary["claims_hold"]   # some claims do not hold at this scale, and that did not change rc
+    assert summary["controls_caught"] and any(c["kind"] == "control" for c in summary["checks"])
+    assert summary["exit_code"] == rc and summary["identities_pass"]
+    for c in summary["checks"]:
+        assert c["status"] in VERDICTS[c["kind"]], c
     for name in verify.REGISTRY:
         record = json.loads((tmp_path / f"{name}.json").read_text())
         assert record["script"] == name and record["checks"], name
@@ -27,10 +43,13 @@ def test_quick_run_writes_report_json_and_figures(tmp_path, capsys):
     for png in FIGURES:
         assert (tmp_path / png).stat().st_size > 1000, png
     md = (tmp_path / "report.md").read_text()
+    _assert_sections_in_order(md, "## ")
     assert "| script | check | measured | threshold | result |" in md
-    assert all(f"## {name}" in md for name in verify.REGISTRY)
+    assert all(f"### {name}" in md for name in verify.REGISTRY)
     out = capsys.readouterr().out
-    assert "measured" in out and "threshold" in out
+    _assert_sections_in_order(out, "")
+    assert re.search(r"^  control: .+ caught \(", out, re.M), out[-2000:]
+    assert not re.search(r"^  control: .+ MISSED \(", out, re.M)
 
 
 def _fake_module(checks=None, error=None):
@@ -52,17 +71,47 @@ class _FakeConfig:
         return cls()
 
 
-@pytest.mark.parametrize("checks, expected", [
-    ([Check("holds", 0.0, 1e-10, "<=")], 0),
-    ([Check("holds", 0.0, 1e-10, "<="), Check("broken", 0.5, 1e-10, "<=")], 1),
-    ([Check("nan is never a pass", float("nan"), 1.0, "<=")], 1),
-])
-def test_exit_code_follows_the_checks(tmp_path, monkeypatch, checks, expected):
+IDENTITY = Check("holds", 0.0, 1e-10, "<=")
+CLAIM_NOT = Check("paper: greedy is faster", 0.5, 1.0, ">", kind="claim")
+CLAIM_HOLDS = Check("paper: greedy is faster", 2.0, 1.0, ">", kind="claim")
+CAUGHT = Check("control: term dropped", 0.5, 1e-10, "<=", kind="control", of="holds")
+MISSED = Check("control: term dropped", 0.0, 1e-10, "<=", kind="control", of="holds")
+
+
+@pytest.mark.parametrize("checks, strict, expected", [
+    ([IDENTITY], False, 0),
+    ([IDENTITY, Check("broken", 0.5, 1e-10, "<=")], False, 1),   # a failed identity
+    ([Check("nan is never a pass", float("nan"), 1.0, "<=")], False, 1),
+    ([IDENTITY, CLAIM_NOT], False, 0),     # a claim that does not hold is a finding, not a failure
+    ([IDENTITY, CLAIM_NOT], True, 1),      # ... unless --strict
+    ([IDENTITY, CLAIM_HOLDS], True, 0),
+    ([IDENTITY, CAUGHT], False, 0),
+    ([IDENTITY, MISSED], False, 1),        # a control that meets the threshold: the identity cannot fail
+], ids=["identity", "failed identity", "nan", "claim not holding", "claim --strict", "claim holds --strict",
+        "control caught", "control MISSED"])
+def test_exit_code_follows_identities_controls_and_strict_claims(tmp_path, monkeypatch, capsys, checks, strict,
+                                                                  expected):
+    """Catches claims deciding the exit status without --strict, --strict ignoring them, and a MISSED control passing."""
     monkeypatch.setattr(verify, "REGISTRY", {"fake": _fake_module(checks)})
-    assert cli.main(["verify", "--only", "fake", "--out", str(tmp_path)]) == expected
+    argv = ["verify", "--only", "fake", "--out", str(tmp_path)] + (["--strict"] if strict else [])
+    assert cli.main(argv) == expected
     record = json.loads((tmp_path / "fake.json").read_text())
-    assert [c["passed"] for c in record["checks"]] == [c.passed for c in checks]
-    assert ("FAIL" in (tmp_path / "report.md").read_text()) == (expected == 1)
+    assert [(c["kind"], c["status"], c["passed"]) for c in record["checks"]] == [
+        (c.kind, c.status, c.passed) for c in checks]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["exit_code"] == expected
+    assert summary["claims_hold"] == (CLAIM_NOT not in checks)
+    assert summary["controls_caught"] == (MISSED not in checks)
+    out, md = capsys.readouterr().out, (tmp_path / "report.md").read_text()
+    _assert_sections_in_order(out, "")
+    _assert_sections_in_order(md, "## ")
+    for control in (CAUGHT, MISSED):
+        if control in checks:
+            line = f"control: term dropped {control.status} (fake"
+            assert line in out and line in md, (line, out)
+    if CLAIM_NOT in checks:
+        claims = out[out.index("Paper claims"):out.index("Negative controls")]
+        assert "paper: greedy is faster" in claims and "DOES NOT HOLD" in claims
 
 
 def test_a_crashing_script_is_a_failed_check(tmp_path, monkeypatch):
@@ -82,6 +131,38 @@ def test_script_main_writes_json_and_figure(tmp_path, capsys):
     assert json.loads((tmp_path / "loss_reduction.json").read_text())["passed"]
     assert (tmp_path / "loss_reduction.png").exists()
     assert "PASS" in capsys.readouterr().out
+
+
+def _fake_script(checks) -> types.ModuleType:
+    module = types.ModuleType("theory.fake", "A stand-in theory script.")
+    fake = _fake_module(checks)
+    module.Config, module.run, module.plot = fake.Config, fake.run, fake.plot
+    return module
+
+
+@pytest.mark.parametrize("checks, strict, expected", [
+    ([IDENTITY, CLAIM_NOT, CAUGHT], False, 0),
+    ([IDENTITY, CLAIM_NOT, CAUGHT], True, 1),
+    ([IDENTITY, MISSED], False, 1),
+    ([IDENTITY, Check("broken", 0.5, 1e-10, "<=")], False, 1),
+])
+def test_script_main_exit_code_and_sections(tmp_path, capsys, checks, strict, expected):
+    """Catches `python -m theory.X` failing on a claim without --strict, or passing a MISSED control."""
+    argv = ["--out", str(tmp_path)] + (["--strict"] if strict else [])
+    assert script_main(_fake_script(checks), argv) == expected
+    out = capsys.readouterr().out
+    _assert_sections_in_order(out, "")
+    assert json.loads((tmp_path / "fake.json").read_text())["passed"] == (expected == 0 or strict)
+
+
+def test_a_control_must_name_an_existing_identity():
+    """Catches a control whose `of` points at a renamed or mistyped identity (it would vouch for nothing)."""
+    with pytest.raises(ValueError, match="of"):
+        Report("fake", "a claim", [IDENTITY, Check("control: x", 1.0, 1e-10, kind="control", of="no such row")])
+    with pytest.raises(ValueError, match="of"):
+        Check("identity with of", 0.0, 1e-10, of="holds")
+    assert Report("fake", "a claim", [IDENTITY, CAUGHT]).passed
+    assert not Report("fake", "a claim", [IDENTITY, MISSED]).passed
 
 
 def test_check_verdicts_are_computed_not_stored():

@@ -29,6 +29,13 @@ the quick run: the paper's learner only), for the
   the paper learner's K(X, X), which has more rows than that, is at most
   d(d + o) — although P = 2·d·d' + d·o is larger.
 
+Negative controls (kind "control": each check's own measuring code on a
+deliberately broken matrix, which must miss the check's threshold): the
+kernel with W_V's block J_V J_Vᵀ dropped vs J Jᵀ; K plus a 1e-8 (relative)
+non-symmetric perturbation; K with its smallest eigenvalue moved to
+−1e-6·λ_max; the PD ratio over all rows of K(X, X) (beyond the rank bound);
+the rank of K + 1e-6·λ_max·I.
+
 Reported as data: the eigenvalue ratio of every case. The masked learner's
 kernel is singular once N > d: its first element's output f_0 = s_0 W_V does
 not depend on W_Q, W_K, so those N rows of J live in a d-dimensional space.
@@ -93,8 +100,11 @@ def _ntk_fn(lc: LearnerConfig, trace: tuple[int, ...], impl: str):
 
 @functools.partial(jax.jit, static_argnums=0)
 def _reference(lc: LearnerConfig, params, x):
-    jac = flat_jacobian(learner_fn(lc), params, x)
-    return jac @ jac.T, jac.shape[1]
+    """J Jᵀ, the parameter count, and J_V J_Vᵀ (W_V's block alone, which the first control drops)."""
+    f = learner_fn(lc)
+    jac = flat_jacobian(f, params, x)
+    jac_v = flat_jacobian(lambda w_v, x: f({**params, "w_v": w_v}, x), params["w_v"], x)
+    return jac @ jac.T, jac.shape[1], jac_v @ jac_v.T
 
 
 def _concat(x1, x2):
@@ -107,9 +117,45 @@ def _rel(a, b) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
+def _asym(k) -> float:
+    return float(np.linalg.norm(k - k.T) / np.linalg.norm(k))
+
+
+def _eigh(k):
+    return np.linalg.eigh(0.5 * (k + k.T))
+
+
+def _eig_ratio(k) -> float:
+    """λ_min / λ_max of the symmetric part."""
+    eig = _eigh(k)[0]
+    return float(eig[0] / eig[-1])
+
+
+def _rank(k, tol: float) -> int:
+    """Numerical rank: eigenvalues above tol·λ_max."""
+    eig = _eigh(k)[0]
+    return int(np.sum(eig > tol * eig[-1]))
+
+
+def _asymmetric(k, rng, size=1e-8):
+    """k plus a random non-symmetric perturbation of relative size `size` (far below any round-off we see)."""
+    r = rng.standard_normal(k.shape)
+    return k + size * np.linalg.norm(k) * r / np.linalg.norm(r)
+
+
+def _indefinite(k, size=1e-6):
+    """k with its smallest eigenvalue moved to −size·λ_max: a matrix that is not PSD."""
+    eig, vec = _eigh(k)
+    v = vec[:, :1]
+    return k - (eig[0] + size * eig[-1]) * (v @ v.T)
+
+
 def run(config: Config = Config()) -> Report:
     rng = np.random.default_rng(config.seed)
+    # The controls' perturbations come from their own stream, so the checks draw what they drew without them.
+    ctl_rng = np.random.default_rng([config.seed, 1])
     agree, sym, eig_ratio, data = {}, {}, {}, {}
+    ctl_agree, ctl_sym, ctl_eig = {}, {}, {}
     pd_ratio, pd_rows, rank = None, None, None
     with float64():
         for case in config.cases:
@@ -120,17 +166,18 @@ def run(config: Config = Config()) -> Report:
             x2 = random_x(lc, rng, n, config.seq_len, config.kv_len)
             # One kernel over X = [X1; X2] holds K(X1, X1) and the pair block K(X1, X2).
             x = _concat(x1, x2)
-            ref, num_params = _reference(lc, params, x)
-            ref = np.asarray(ref)
+            ref, num_params, ref_v = (np.asarray(a) for a in _reference(lc, params, x))
             rows = ref.shape[0] // 2
             data[case] = {"rows": ref.shape[0], "params": int(num_params)}
             for impl in IMPLEMENTATIONS:
                 ntk = _ntk_fn(lc, trace, impl)
                 k = kernel_matrix(ntk(x, None, params))
                 agree[(case, impl)] = _rel(k, ref)
-                sym[(case, impl)] = float(np.linalg.norm(k - k.T) / np.linalg.norm(k))
-                eig = np.linalg.eigvalsh(0.5 * (k + k.T))
-                eig_ratio[(case, impl)] = float(eig[0] / eig[-1])
+                sym[(case, impl)] = _asym(k)
+                eig_ratio[(case, impl)] = _eig_ratio(k)
+                ctl_agree[(case, impl)] = _rel(k - ref_v, ref)
+                ctl_sym[(case, impl)] = _asym(_asymmetric(k, ctl_rng))
+                ctl_eig[(case, impl)] = _eig_ratio(_indefinite(k))
                 if case == PAPER:
                     pair = kernel_matrix(ntk(x1, x2, params))
                     agree[(case + " K(X1,X2)", impl)] = _rel(pair, ref[:rows, rows:])
@@ -139,16 +186,22 @@ def run(config: Config = Config()) -> Report:
                 # PD can only hold up to the rank bound d(d + o): use that many rows of K(X1, X1).
                 bound = lc.d_in * (lc.d_in + lc.d_out)
                 pd_rows = (bound // (config.seq_len * lc.d_out)) * config.seq_len * lc.d_out
-                sub = ref[:pd_rows, :pd_rows]
-                eig = np.linalg.eigvalsh(0.5 * (sub + sub.T))
-                pd_ratio = float(eig[0] / eig[-1])
-                eig = np.linalg.eigvalsh(0.5 * (ref + ref.T))
-                rank = int(np.sum(eig > config.tolerance * eig[-1]))
+                pd_ratio = _eig_ratio(ref[:pd_rows, :pd_rows])
+                rank = _rank(ref, config.tolerance)
                 data[case].update(pd_rows=pd_rows, pd_min_eig_over_max=pd_ratio, rank=rank, rank_bound=bound,
-                                  kernel_x1=ref[:rows, :rows], eigenvalues=eig[::-1])
+                                  kernel_x1=ref[:rows, :rows], eigenvalues=_eigh(ref)[0][::-1],
+                                  # Controls: PD over all rows (beyond the bound), rank of K + 1e-6·λ_max·I.
+                                  control_pd_all_rows=_eig_ratio(ref),
+                                  control_rank_full=_rank(ref + 1e-6 * _eigh(ref)[0][-1] * np.eye(len(ref)),
+                                                          config.tolerance))
 
     def worst(d):
         key = max(d, key=d.get)
+        return d[key], f"{key[0]} / {key[1]}"
+
+    def least_broken(d, pick=min):
+        # A control is caught only if every case and implementation catches it: report the closest to passing.
+        key = pick(d, key=d.get)
         return d[key], f"{key[0]} / {key[1]}"
 
     tol = config.tolerance
@@ -159,20 +212,40 @@ def run(config: Config = Config()) -> Report:
     checks.append(Check("symmetric", value, tol, "<=", f"|K - Kᵀ|/|K|; worst: {where}"))
     key = min(eig_ratio, key=eig_ratio.get)
     checks.append(Check("PSD", eig_ratio[key], -tol, ">=", f"λ_min/λ_max; worst: {key[0]} / {key[1]}"))
+    value, where = least_broken(ctl_agree)
+    controls = [Check("control: implementations = J Jᵀ, W_V block dropped", value, tol, "<=",
+                      f"K - J_V J_Vᵀ vs J Jᵀ, K(X, X); smallest: {where}", kind="control",
+                      of="implementations = J Jᵀ")]
+    value, where = least_broken(ctl_sym)
+    controls.append(Check("control: symmetric, 1e-8 non-symmetric perturbation", value, tol, "<=",
+                          f"|K' - K'ᵀ|/|K'| for K' = K + 1e-8|K| R/|R|; smallest: {where}", kind="control",
+                          of="symmetric"))
+    value, where = least_broken(ctl_eig, max)
+    controls.append(Check("control: PSD, an eigenvalue made negative", value, -tol, ">=",
+                          f"λ_min/λ_max with λ_min set to -1e-6 λ_max; largest: {where}", kind="control",
+                          of="PSD"))
     notes = []
     if pd_ratio is not None:
         p = data[PAPER]
-        checks.append(Check("PD (paper learner, N·n·o ≤ d(d+o))", pd_ratio, tol, ">=",
-                            f"λ_min/λ_max of K over {p['pd_rows']} rows "
-                            f"(bound {p['rank_bound']}, P = {p['params']})"))
-        checks.append(Check("rank K ≤ d(d+o)", p["rank"], p["rank_bound"], "<=",
+        pd, rank_name = "PD (paper learner, N·n·o ≤ d(d+o))", "rank K ≤ d(d+o)"
+        checks.append(Check(pd, pd_ratio, tol, ">=", f"λ_min/λ_max of K over {p['pd_rows']} rows "
+                                                      f"(bound {p['rank_bound']}, P = {p['params']})"))
+        checks.append(Check(rank_name, p["rank"], p["rank_bound"], "<=",
                             f"numerical rank of K(X, X), {p['rows']} rows, P = {p['params']} parameters"))
+        controls.append(Check("control: PD, all rows (more than the rank bound)", p["control_pd_all_rows"], tol,
+                              ">=", f"λ_min/λ_max of K(X, X) over all {p['rows']} rows", kind="control", of=pd))
+        controls.append(Check("control: rank K ≤ d(d+o), K + 1e-6 λ_max I", p["control_rank_full"],
+                              p["rank_bound"], "<=", "numerical rank of a full-rank perturbation of K(X, X)",
+                              kind="control", of=rank_name))
     singular = [c for c in config.cases if min(data[c]["min_eig_over_max"].values()) < tol]
     if singular:
         notes.append(f"singular (PSD, not PD) kernels on [X1; X2]: {singular}: more rows than the rank bound "
                      f"(W_Q, W_K enter only through W_Q W_Kᵀ), or (masked) first elements independent of W_Q, W_K")
     data["agreement"] = {f"{c} / {i}": v for (c, i), v in agree.items()}
-    return Report("antk", CLAIM, checks, data, notes=notes)
+    data["controls"] = {"w_v_dropped": {f"{c} / {i}": v for (c, i), v in ctl_agree.items()},
+                        "asymmetric": {f"{c} / {i}": v for (c, i), v in ctl_sym.items()},
+                        "indefinite": {f"{c} / {i}": v for (c, i), v in ctl_eig.items()}}
+    return Report("antk", CLAIM, checks + controls, data, notes=notes)
 
 
 def plot(report: Report, out_dir: str) -> list[str]:

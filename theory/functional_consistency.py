@@ -210,10 +210,10 @@ def _first_order_rows(config, lc, rng, params, x_train, x_test) -> tuple[list[Ch
     lam = float(np.linalg.eigvalsh(k_tt)[-1])
     etas = config.eta_max_scale / lam * np.logspace(-config.decades, 0, config.num_etas)
     span = f"η in [{etas[0]:.2g}, {etas[-1]:.2g}] ({config.decades:g} decades), λ_max(K) = {lam:.3g}"
-    for i, kind in enumerate(config.losses):
+    for kind in config.losses:
         y = y_real if kind == "mse" else np.sign(y_real)
         g = np.asarray(_dloss_df(lc, kind, params, x_train, y)).reshape(-1)
-        rho = {"train": [], "test": [], "wrong_sign": [], "no_value_block": []}
+        rho = {"train": [], "test": [], "wrong_sign": [], "no_value_block": [], "wrong_sign_test": []}
         for eta in etas:
             d_train, d_test = (np.asarray(d).reshape(-1) for d in
                                _step_and_change(lc, kind, params, x_train, y, x_test, eta))
@@ -223,22 +223,26 @@ def _first_order_rows(config, lc, rng, params, x_train, x_test) -> tuple[list[Ch
             rho["test"].append(rel_err(d_test, -eta * k_st @ g))
             rho["wrong_sign"].append(rel_err(d_train, -first_train))
             rho["no_value_block"].append(rel_err(d_train, -eta * (k_tt - v_tt) @ g))
+            rho["wrong_sign_test"].append(rel_err(d_test, eta * k_st @ g))
         order = {key: loglog_slope(etas, r) for key, r in rho.items()}
         data[kind] = {"etas": etas, "rho_train": rho["train"], "rho_test": rho["test"], "rho_controls":
-                      {k: rho[k] for k in ("wrong_sign", "no_value_block")}, "order": order,
+                      {k: rho[k] for k in ("wrong_sign", "no_value_block", "wrong_sign_test")}, "order": order,
                       "slope_train": order["train"], "slope_test": order["test"]}
-        checks.append(Check(f"first-order step: remainder order, train ({kind})", order["train"],
-                            config.slope_range, "in",
+        train_row = f"first-order step: remainder order, train ({kind})"
+        test_row = f"first-order step: remainder order, held-out ({kind})"
+        checks.append(Check(train_row, order["train"], config.slope_range, "in",
                             f"fitted p in |R|/|η K g| ∝ η^p on the training sequences; {span}"))
-        checks.append(Check(f"first-order step: remainder order, held-out ({kind})", order["test"],
-                            config.slope_range, "in", f"same, on {config.num_test} held-out sequences"))
-        if i == 0:  # the controls need one loss only: they break the kernel term, not the loss
-            checks.append(Check(f"first-order step, wrong sign +η K g ({kind})", order["wrong_sign"],
-                                config.slope_range, "in", "the remainder order with the step's sign flipped",
-                                kind="control"))
-            checks.append(Check(f"first-order step, no W_V block ({kind})", order["no_value_block"],
-                                config.slope_range, "in", "the remainder order with K − J_V J_Vᵀ as the kernel",
-                                kind="control"))
+        checks.append(Check(test_row, order["test"], config.slope_range, "in",
+                            f"same, on {config.num_test} held-out sequences"))
+        checks.append(Check(f"control: first-order step, wrong sign +η K g ({kind})", order["wrong_sign"],
+                            config.slope_range, "in", "the remainder order with the step's sign flipped",
+                            kind="control", of=train_row))
+        checks.append(Check(f"control: first-order step, no W_V block ({kind})", order["no_value_block"],
+                            config.slope_range, "in", "the remainder order with K − J_V J_Vᵀ as the kernel",
+                            kind="control", of=train_row))
+        checks.append(Check(f"control: first-order step, wrong sign, held-out ({kind})", order["wrong_sign_test"],
+                            config.slope_range, "in", "the held-out remainder order with the step's sign flipped",
+                            kind="control", of=test_row))
     data["lambda_max"] = lam
     return checks, data
 
@@ -254,7 +258,7 @@ def _trajectory_rows(config, lc, rng, x_train, x_test) -> tuple[list[Check], dic
     err = np.array([np.asarray(_trajectory(lc, params, x, y, x_test, eta, steps))
                     for eta, steps in zip(etas, config.traj_steps)])  # (η, dynamic | frozen, train | test)
     order = {"train": loglog_slope(etas, err[:, 0, 0]), "test": loglog_slope(etas, err[:, 0, 1]),
-             "frozen_train": loglog_slope(etas, err[:, 1, 0])}
+             "frozen_train": loglog_slope(etas, err[:, 1, 0]), "frozen_test": loglog_slope(etas, err[:, 1, 1])}
     span = (f"ηT = {config.horizon:g}/λ_max(K_θ0) = {total:.3g}, T = {list(config.traj_steps)}; "
             f"error at the smallest η {err[-1, 0, 0]:.2e} (train)")
     checks = [
@@ -262,9 +266,12 @@ def _trajectory_rows(config, lc, rng, x_train, x_test) -> tuple[list[Check], dic
               f"max_t |f_t - f_θt| / |f_θT - f_θ0|, functional GD with the dynamic ANTK vs parameter GD; {span}"),
         Check("trajectory: error order in η, held-out", order["test"], config.traj_order_range, "in",
               f"same, on {config.num_test} held-out sequences (error at the smallest η {err[-1, 0, 1]:.2e})"),
-        Check("trajectory with frozen K_θ0 (train)", order["frozen_train"], config.traj_order_range, "in",
+        Check("control: trajectory with frozen K_θ0 (train)", order["frozen_train"], config.traj_order_range, "in",
               f"the same fit with the kernel at initialisation (error {err[-1, 1, 0]:.3g} at the smallest η)",
-              kind="control"),
+              kind="control", of="trajectory: error order in η, train"),
+        Check("control: trajectory with frozen K_θ0 (held-out)", order["frozen_test"], config.traj_order_range, "in",
+              f"the same fit with the kernel at initialisation (error {err[-1, 1, 1]:.3g} at the smallest η)",
+              kind="control", of="trajectory: error order in η, held-out"),
     ]
     data = {"etas": etas, "steps": list(config.traj_steps), "error_train": err[:, 0, 0], "error_test": err[:, 0, 1],
             "error_frozen_train": err[:, 1, 0], "error_frozen_test": err[:, 1, 1], "order": order,

@@ -20,6 +20,17 @@ Two checks per variant and two overall:
   K, V. This pins down the per-element split, not only its sum over elements.
 - ``loss_grad (MSE)``: `importance.loss_grad` equals jax.grad of Σ ½‖f − y‖².
 
+Negative controls (kind "control"; each runs its identity's measuring code on a
+deliberately broken closed form and must miss the 1e-10 threshold):
+- ``control: grad <variant>, softmax centring dropped``: the closed form with
+  the −Σ_l a_il ∂L/∂a_il term of the softmax Jacobian left out (P_ij = a_ij g_i·v_j
+  instead of a_ij g_i·(v_j − f_i)), i.e. `importance`'s own backward pass fed f = 0;
+- ``control: importance, Γ_K sign flipped``: the importance rows with Γ_K negated,
+  against jax.grad w.r.t. Q, K, V (the value is the *smallest* over variants, so
+  every variant must catch it);
+- ``control: loss_grad, target dropped``: `loss_grad` with cotangent f instead
+  of f − y, against jax.grad of Σ ½‖f − y‖².
+
 Example:
     >>> from attent_theory import gradient_form
     >>> report = gradient_form.run(gradient_form.Config.quick())
@@ -36,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attent_jax.learner.importance import importance_grad, loss_grad
+from attent_jax.learner.importance import _backward, _forward, importance_grad, loss_grad
 from attent_jax.learner.model import LearnerConfig, learner_fn
 from .common import output_shape, random_params, random_x
 from .report import Check, Report, float64, rel_err, script_main
@@ -116,44 +127,69 @@ def _measure(lc: LearnerConfig, params, x, cot):
     qkv = projections(params, x)
     by_qkv = jax.grad(lambda q, k, v: jnp.sum(output_from_qkv(lc, w_o, q, k, v) * cot), argnums=(0, 1, 2))(*qkv)
     imp = closed.importance
-    return dict(reference=reference, closed=closed.grads, out=f(params, x),
+    # Control: importance's own backward pass with f = 0, which drops exactly the g_i·f_i (centring) term of
+    # P_ij = a_ij g_i·(v_j − f_i) and nothing else (f enters the backward pass nowhere else).
+    s, t = x if isinstance(x, tuple) else (x, None)
+    fw = _forward(lc, params, s, t)
+    no_centring = _backward(lc, params, {**fw, "f": jnp.zeros_like(fw["f"])}, cot).grads
+    return dict(reference=reference, closed=closed.grads, no_centring=no_centring, out=f(params, x),
                 out_qkv=output_from_qkv(lc, w_o, *qkv), by_qkv=by_qkv,
                 importance=(imp["w_q"], imp["w_k"], imp["w_v"]))
+
+
+def _importance_err(m, importance) -> float:
+    """The importance identity's measure: output from Q, K, V and Γ vs jax.grad w.r.t. Q, K, V."""
+    return max(rel_err(m["out_qkv"], m["out"]), rel_err(importance, m["by_qkv"]))
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _measure_mse(lc: LearnerConfig, params, x, y):
     f = learner_fn(lc)
-    return (loss_grad(lc, params, x, y).grads,
+    # The control's loss_grad without its target: cotangent f instead of f − y.
+    return (loss_grad(lc, params, x, y).grads, loss_grad(lc, params, x, jnp.zeros_like(y)).grads,
             jax.grad(lambda p: 0.5 * jnp.sum((f(p, x) - y) ** 2))(params))
 
 
 def run(config: Config = Config()) -> Report:
-    checks, data = [], {}
-    importance_errs = {}
+    checks, controls, data = [], [], {}
+    importance_errs, flipped_errs = {}, {}
+    tol = config.tolerance
     rng = np.random.default_rng(config.seed)
     with float64():
         for name, lc in variants(config).items():
             m = _measure(lc, *make_inputs(lc, config, rng))
-            err = rel_err(m["closed"], m["reference"])
-            data[name] = {"grad_rel_err": err,
+            err, broken = rel_err(m["closed"], m["reference"]), rel_err(m["no_centring"], m["reference"])
+            data[name] = {"grad_rel_err": err, "control_no_centring_rel_err": broken,
                           "per_weight": {k: rel_err(m["closed"][k], m["reference"][k]) for k in m["reference"]}}
-            checks.append(Check(f"grad {name}", err, config.tolerance, "<=",
+            checks.append(Check(f"grad {name}", err, tol, "<=",
                                 "max over weights of |closed - jax.grad| / |jax.grad|, float64"))
-            importance_errs[name] = max(rel_err(m["out_qkv"], m["out"]), rel_err(m["importance"], m["by_qkv"]))
-            data[name]["importance_rel_err"] = importance_errs[name]
+            controls.append(Check(f"control: grad {name}, softmax centring dropped", broken, tol, "<=",
+                                  "closed form without the -g_i·f_i term of the softmax Jacobian vs jax.grad",
+                                  kind="control", of=f"grad {name}"))
+            importance_errs[name] = _importance_err(m, m["importance"])
+            q, k, v = m["importance"]
+            flipped_errs[name] = _importance_err(m, (q, -k, v))
+            data[name].update(importance_rel_err=importance_errs[name], control_flipped_rel_err=flipped_errs[name])
 
         worst = max(importance_errs, key=importance_errs.get)
-        checks.append(Check("importance = dL/d(SW)", importance_errs[worst], config.tolerance, "<=",
+        checks.append(Check("importance = dL/d(SW)", importance_errs[worst], tol, "<=",
                             f"Γ_Q, Γ_K, Γ_V vs jax.grad w.r.t. Q, K, V; worst variant {worst}"))
+        best = min(flipped_errs, key=flipped_errs.get)
+        controls.append(Check("control: importance, Γ_K sign flipped", flipped_errs[best], tol, "<=",
+                              f"same measure with -Γ_K; smallest over variants: {best}",
+                              kind="control", of="importance = dL/d(SW)"))
 
         lc = variants(config)["self/element"]
-        closed, reference = _measure_mse(lc, *make_inputs(lc, config, rng))
-        err = rel_err(closed, reference)
+        closed, no_target, reference = _measure_mse(lc, *make_inputs(lc, config, rng))
+        err, broken = rel_err(closed, reference), rel_err(no_target, reference)
         data["loss_grad_mse_rel_err"] = err
-        checks.append(Check("loss_grad (MSE)", err, config.tolerance, "<=",
+        data["control_loss_grad_no_target_rel_err"] = broken
+        checks.append(Check("loss_grad (MSE)", err, tol, "<=",
                             "importance.loss_grad vs jax.grad of sum 1/2|f - y|^2"))
-    return Report("gradient_form", CLAIM, checks, data)
+        controls.append(Check("control: loss_grad, target dropped", broken, tol, "<=",
+                              "loss_grad with cotangent f instead of f - y vs the same jax.grad",
+                              kind="control", of="loss_grad (MSE)"))
+    return Report("gradient_form", CLAIM, checks + controls, data)
 
 
 def plot(report: Report, out_dir: str) -> list[str]:

@@ -19,6 +19,12 @@ is unchanged, while the gradient of the *sum* over elements grows exactly by k
 (mean-pooled, loss ½‖f − y‖² per sequence) learner and — in the full run —
 cross-attention (S and T both repeated) and a multi-head learner with W_O.
 
+Negative controls (kind "control", each the check's own measuring code on a
+broken input, which must miss the 1e-10 threshold for every case and k): the
+mean-loss comparison applied to the *sum* loss (it grows by k), and all three
+checks on the map x ↦ f(x + E) with a fixed position-dependent E, whose
+repeated copies are no longer copies.
+
 Not claimed, reported as data: the masked (causal) learner is not
 length-invariant in this sense, since a repeated element's copies see different
 prefixes.
@@ -92,40 +98,77 @@ def _repeat(x, k):
     return np.repeat(np.asarray(x), k, axis=1)
 
 
+def _positional(x):
+    """x + E, E[i, j] = sin((i + 1)(j + 1)) for element i, feature j: the copies of a repeated element differ."""
+    if isinstance(x, tuple):
+        return tuple(_positional(a) for a in x)
+    x = np.asarray(x)
+    i, j = np.arange(1, x.shape[1] + 1), np.arange(1, x.shape[2] + 1)
+    return x + np.sin(i[:, None] * j[None, :])
+
+
+def _repeat_row(lc: LearnerConfig, params, x, y, k: int, positional: bool = False) -> dict:
+    """The repeat measures for one learner and k; positional: for the map x ↦ f(x + E) (a control)."""
+    # Both paths hand _measure host arrays (k = 1: a numpy copy), so the control reuses the check's compilations.
+    prep = _positional if positional else (lambda a: _repeat(a, 1))
+    out1, mean1, sum1 = _measure(lc, params, prep(x), y)
+    yk = y if lc.pool == "mean" else np.repeat(y, k, axis=1)
+    outk, meank, sumk = _measure(lc, params, prep(_repeat(x, k)), yk)
+    row = {"mean_loss_grad": rel_err(meank, mean1),
+           "output": rel_err(outk, out1 if lc.pool == "mean" else np.repeat(np.asarray(out1), k, 1))}
+    if lc.pool != "mean":
+        row["sum_loss_grad_vs_k_times"] = rel_err(sumk, jax.tree.map(lambda g: k * np.asarray(g), sum1))
+        # The control of the mean-loss check: the same comparison on the sum over elements.
+        row["sum_loss_grad"] = rel_err(sumk, sum1)
+    return row
+
+
 def run(config: Config = Config()) -> Report:
     rng = np.random.default_rng(config.seed)
-    mean_errs, sum_errs, out_errs, data = {}, {}, {}, {}
+    errs = {"mean_loss_grad": {}, "output": {}, "sum_loss_grad_vs_k_times": {}, "sum_loss_grad": {}}
+    ctl = {"mean_loss_grad": {}, "output": {}, "sum_loss_grad_vs_k_times": {}}   # on f(x + E)
+    data = {}
     with float64():
         for case in config.cases + (("causal",) if config.contrast_causal else ()):
             lc = _learner(case, config)
             params = random_params(lc, rng)
             x = random_x(lc, rng, config.batch, config.seq_len, config.kv_len)
             y = np.asarray(rng.standard_normal(output_shape(learner_fn(lc), params, x)))
-            out1, mean1, sum1 = _measure(lc, params, x, y)
             data[case] = {}
             for k in config.repeats:
-                yk = y if lc.pool == "mean" else np.repeat(y, k, axis=1)
-                outk, meank, sumk = _measure(lc, params, _repeat(x, k), yk)
-                row = {"mean_loss_grad": rel_err(meank, mean1),
-                       "output": rel_err(outk, out1 if lc.pool == "mean" else np.repeat(np.asarray(out1), k, 1))}
-                if lc.pool != "mean":
-                    row["sum_loss_grad_vs_k_times"] = rel_err(sumk, jax.tree.map(lambda g: k * np.asarray(g), sum1))
+                row = _repeat_row(lc, params, x, y, k)
                 data[case][k] = row
                 if case == "causal":
                     continue
-                mean_errs[(case, k)] = row["mean_loss_grad"]
-                out_errs[(case, k)] = row["output"]
-                if "sum_loss_grad_vs_k_times" in row:
-                    sum_errs[(case, k)] = row["sum_loss_grad_vs_k_times"]
+                broken = _repeat_row(lc, params, x, y, k, positional=True)
+                data[case][k] = {**row, "control_position_term": broken}
+                for name, value in row.items():
+                    errs[name][(case, k)] = value
+                for name in ctl:
+                    if name in broken:
+                        ctl[name][(case, k)] = broken[name]
 
-    def check(label, errs, what):
-        case, k = max(errs, key=errs.get)
+    def check(label, errs, what, pick=max, kind="identity", of=""):
+        case, k = pick(errs, key=errs.get)
         return Check(label, errs[(case, k)], config.tolerance, "<=",
-                     f"{what}; k in {list(config.repeats)}, worst: {case}, k={k}")
+                     f"{what}; k in {list(config.repeats)}, {'worst' if pick is max else 'smallest'}: {case}, k={k}",
+                     kind=kind, of=of)
 
-    checks = [check("mean-loss gradient unchanged", mean_errs, "rel. error of ∇θ after repeating elements k times"),
-              check("outputs repeated", out_errs, "f(S ⊗ 1_k) vs f(S) ⊗ 1_k"),
-              check("sum-loss gradient = k x", sum_errs, "∇θ of the sum over elements vs k times the original")]
+    mean, out, summed = "mean-loss gradient unchanged", "outputs repeated", "sum-loss gradient = k x"
+    pos = "with E[i,j] = sin((i+1)(j+1)) added per position"
+    # A control is caught only if every case and k catches it: its value is the smallest over them.
+    control = dict(pick=min, kind="control")
+    checks = [check(mean, errs["mean_loss_grad"], "rel. error of ∇θ after repeating elements k times"),
+              check(out, errs["output"], "f(S ⊗ 1_k) vs f(S) ⊗ 1_k"),
+              check(summed, errs["sum_loss_grad_vs_k_times"], "∇θ of the sum over elements vs k times the original"),
+              check("control: mean-loss gradient unchanged, sum (not mean) loss", errs["sum_loss_grad"],
+                    "the same comparison on ∇θ of the sum over elements (element-level learners)", **control, of=mean),
+              check("control: mean-loss gradient unchanged, position term added", ctl["mean_loss_grad"],
+                    f"∇θ of the mean loss {pos}", **control, of=mean),
+              check("control: outputs repeated, position term added", ctl["output"], f"outputs {pos}",
+                    **control, of=out),
+              check("control: sum-loss gradient = k x, position term added", ctl["sum_loss_grad_vs_k_times"],
+                    f"∇θ of the sum loss vs k times the original {pos}", **control, of=summed)]
     notes = []
     if "causal" in data:
         causal = max(v["mean_loss_grad"] for v in data["causal"].values())

@@ -257,7 +257,8 @@ def run(config: Config = Config()) -> Report:
 
     def pair(label, key, detail, control_label, control_detail):
         return [Check(label, _worst(every, key), tol, ">=", detail),
-                Check(control_label, _worst(every, key + "_control"), tol, ">=", control_detail, kind="control")]
+                Check(control_label, _worst(every, key + "_control"), tol, ">=", control_detail, kind="control",
+                      of=label)]
 
     checks = [
         *pair("(64) convexity at f': L(f') ≤ L(f) - ηg'ᵀKg", "convexity", desc,
@@ -272,7 +273,7 @@ def run(config: Config = Config()) -> Report:
               f"min normalized slack over the {len(half)} steps with ρ ≤ 1/2 (App. B.2's own condition)"),
         Check(f"control: (η/2)-reduction at ρ = {config.rho_above:g}", _worst(above, "half"), tol, ">=",
               f"the same measurement {100 * (config.rho_above - 1):.0f}% above η = 1/(ξτ), {n} instances: "
-              "must fail somewhere", kind="control"),
+              "must fail somewhere", kind="control", of="(74) (η/2)-reduction for η ≤ 1/(2ξτ)"),
         Check("claim: paper's condition η ≤ 1/(ξτ) suffices", _worst(inside, "half"), tol, ">=",
               f"min normalized slack of the (η/2)-reduction, {n} steps with ρ in [{config.rho_min:g}, 1] "
               "(proved by the descent lemma)", kind="claim"),

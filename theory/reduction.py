@@ -202,24 +202,27 @@ def run(config: Config = Config()) -> Report:
         value, where = worst(key)
         return Check(label, value, tol, "<=", f"{what}; worst: {where}")
 
-    def control(label, key, weights, what):
+    def control(label, key, weights, what, of):
         value, where = least(key, weights)
-        return Check(label, value, tol, "<=", f"{what}; must exceed the tolerance, smallest: {where}", kind="control")
+        return Check(label, value, tol, "<=", f"{what}; must exceed the tolerance, smallest: {where}", kind="control",
+                     of=of)
 
+    GRAD, UNIT, GAMMA = ("attention grad = linear batch grad (Xᵀ Γ)", "unit importances = linear derivative (Xᵀ 1)",
+                         "library Γ = independent Γ")
     checks = [
-        identity("attention grad = linear batch grad (Xᵀ Γ)", "grad",
+        identity(GRAD, "grad",
                  "jax.grad of Σ½‖f - y‖² vs Xᵀ Γ, Γ from A, Q, K, V and ∂L/∂f written in the script"),
         control("control: Γ_Q, Γ_K without the softmax's -f_i", "grad_control", ("w_q", "w_k"),
-                "P_ij = a_ij g_i·v_j instead of a_ij g_i·(v_j - f_i)"),
+                "P_ij = a_ij g_i·v_j instead of a_ij g_i·(v_j - f_i)", GRAD),
         control("control: Γ_V without attention (A uniform)", "grad_control", ("w_v",),
-                "Γ_V = Uᵀ G with U = 1/m instead of Aᵀ G"),
-        identity("unit importances = linear derivative (Xᵀ 1)", "unit",
+                "Γ_V = Uᵀ G with U = 1/m instead of Aᵀ G", GRAD),
+        identity(UNIT, "unit",
                  "importance.unit_importance_grad vs Xᵀ1 with X the inputs (S for W_Q, T for W_K, W_V)"),
         control("control: true (non-unit) importances vs Xᵀ 1", "unit_control", WEIGHTS,
-                "the true gradient against Xᵀ1"),
-        identity("library Γ = independent Γ", "gamma", "importance.loss_grad(...).importance vs the script's Γ"),
+                "the true gradient against Xᵀ1", UNIT),
+        identity(GAMMA, "gamma", "importance.loss_grad(...).importance vs the script's Γ"),
         control("control: library Γ vs Γ without the -f_i", "gamma_control", ("w_q", "w_k"),
-                "the script's Γ_Q, Γ_K with the softmax's -f_i dropped"),
+                "the script's Γ_Q, Γ_K with the softmax's -f_i dropped", GAMMA),
     ]
     gap = min(min(v["unit_vs_true_gradient"].values()) for v in data.values())
     forward = max(v["forward"] for v in data.values())

@@ -12,7 +12,13 @@ Rows come in three kinds, because they mean different things to a reader:
   deliberately broken input (a gradient with one term dropped, a step with the
   wrong sign, ...). It must *miss* its threshold: verdict "caught". A control
   that meets the threshold ("MISSED") shows that its identity cannot fail, and
-  counts as a failed identity.
+  counts as a failed identity. Its ``of`` names the identity row whose
+  measuring code it reuses.
+
+`attent verify` and `script_main` print and save the three kinds in separate
+sections ("Identities", "Paper claims", "Negative controls") and exit 1 only on
+a failed identity or a MISSED control (``--strict``: also on a claim that does
+not hold).
 
 A check's verdict is *computed* from its measured value and threshold, never
 stored separately, so a report cannot say PASS for a number that misses its
@@ -58,10 +64,13 @@ class Check:
     relation: str = "<="                    # one of RELATIONS
     detail: str = ""                        # one line: what was measured, on what
     kind: str = "identity"                  # one of KINDS: identity | claim | control (module docstring)
+    of: str = ""                            # control only: name of the identity row whose measurement it repeats
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"Check.kind: got {self.kind!r}, expected one of {KINDS}")
+        if self.of and self.kind != "control":
+            raise ValueError(f"Check.of: got {self.of!r} on a {self.kind} row, expected it only on a control")
         if self.relation not in RELATIONS:
             raise ValueError(f"Check.relation: got {self.relation!r}, expected one of {RELATIONS}")
         if self.relation == "in" and not (isinstance(self.threshold, tuple) and len(self.threshold) == 2):
@@ -97,7 +106,8 @@ class Check:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "kind": self.kind, "value": float(self.value), "threshold": self.threshold,
-                "relation": self.relation, "status": self.status, "passed": self.passed, "detail": self.detail}
+                "relation": self.relation, "status": self.status, "passed": self.passed, "detail": self.detail,
+                "of": self.of}
 
 
 @dataclasses.dataclass
@@ -113,21 +123,41 @@ class Report:
     seconds: float = 0.0             # wall time of run()
     figures: list[str] = dataclasses.field(default_factory=list)  # PNG paths written by the script's plot()
 
+    def __post_init__(self):
+        # A control pointing at no identity (a typo, a renamed row) would vouch for nothing.
+        identities = {c.name for c in self.of_kind("identity")}
+        for c in self.of_kind("control"):
+            if c.of and c.of not in identities:
+                raise ValueError(f"Check.of: got {c.of!r} on {c.name!r}, expected an identity of {sorted(identities)}")
+
     def of_kind(self, kind: str) -> list[Check]:
         return [c for c in self.checks if c.kind == kind]
 
     @property
+    def identities_pass(self) -> bool:
+        return all(c.passed for c in self.of_kind("identity"))
+
+    @property
+    def controls_caught(self) -> bool:
+        return all(c.passed for c in self.of_kind("control"))
+
+    @property
     def passed(self) -> bool:
         """Every identity passes and every control is caught (claims do not count: see `claims_hold`)."""
-        rows = self.of_kind("identity") + self.of_kind("control")
-        return bool(self.checks) and all(c.passed for c in rows)
+        return bool(self.checks) and self.identities_pass and self.controls_caught
 
     @property
     def claims_hold(self) -> bool:
         return all(c.passed for c in self.of_kind("claim"))
 
+    def ok(self, strict: bool = False) -> bool:
+        """The exit-code verdict: `passed`, and with ``strict`` also `claims_hold`."""
+        return self.passed and (self.claims_hold or not strict)
+
     def to_dict(self) -> dict:
-        return {"script": self.script, "claim": self.claim, "passed": self.passed, "claims_hold": self.claims_hold,
+        return {"script": self.script, "claim": self.claim, "passed": self.passed,
+                "identities_pass": self.identities_pass, "controls_caught": self.controls_caught,
+                "claims_hold": self.claims_hold,
                 "checks": [c.to_dict() for c in self.checks], "notes": list(self.notes),
                 "seconds": self.seconds, "config": self.config, "figures": list(self.figures),
                 "data": to_jsonable(self.data)}
@@ -193,26 +223,81 @@ def float64():
 # --------------------------------------------------------------------------- output
 
 HEADER = ("script", "check", "measured", "threshold", "result")
+# kind -> the section title it is printed under, in this order
+SECTIONS = {"identity": "Identities", "claim": "Paper claims", "control": "Negative controls"}
+_SECTION_NOTES = {
+    "identity": "PASS / FAIL: what the implementation must satisfy; a FAIL is a bug.",
+    "claim": "HOLDS / DOES NOT HOLD: the paper's empirical statements at our scale; findings, not bugs.",
+    "control": "an identity's measurement on deliberately broken input must miss its threshold (caught); "
+               "MISSED means the identity cannot fail.",
+}
 
 
-def table_rows(reports: list[Report]) -> list[tuple[str, str, str, str, str]]:
-    return [(r.script, c.name, _num(c.value), c.threshold_text(), c.status) for r in reports for c in r.checks]
+def table_rows(reports: list[Report], kind: str | None = None) -> list[tuple[str, str, str, str, str]]:
+    return [(r.script, c.name, _num(c.value), c.threshold_text(), c.status)
+            for r in reports for c in r.checks if kind is None or c.kind == kind]
 
 
-def format_table(reports: list[Report]) -> str:
-    """A fixed-width text table, one row per check."""
-    rows = [HEADER] + table_rows(reports)
+def format_table(reports: list[Report], kind: str | None = None) -> str:
+    """A fixed-width text table, one row per check (only those of ``kind`` if given)."""
+    rows = [HEADER] + table_rows(reports, kind)
     widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
-def markdown_table(reports: list[Report]) -> str:
-    rows = [HEADER] + table_rows(reports)
+def markdown_table(reports: list[Report], kind: str | None = None) -> str:
+    rows = [HEADER] + table_rows(reports, kind)
     out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(HEADER)]
     out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows[1:]]
     return "\n".join(out)
+
+
+def control_line(script: str, c: Check) -> str:
+    """'control: <what is broken> caught (...)': one line per control, its verdict right after its name."""
+    name = c.name if c.name.startswith("control:") else f"control: {c.name}"
+    of = f" {c.of!r}" if c.of else ""
+    return f"{name} {c.status} ({script}: {_num(c.value)}; identity{of} needs {c.threshold_text()})"
+
+
+def _count(reports: list[Report], kind: str) -> tuple[int, int]:
+    rows = [c for r in reports for c in r.of_kind(kind)]
+    return sum(c.passed for c in rows), len(rows)
+
+
+def summary_line(reports: list[Report]) -> str:
+    """'identities 40/40 PASS; paper claims 3/6 HOLD; negative controls 20/20 caught'."""
+    (ip, it), (cp, ct), (kp, kt) = (_count(reports, k) for k in SECTIONS)
+    return f"identities {ip}/{it} PASS; paper claims {cp}/{ct} HOLD; negative controls {kp}/{kt} caught"
+
+
+def format_sections(reports: list[Report]) -> str:
+    """The three kinds apart: an identities table, a claims table, one line per negative control."""
+    out = []
+    for kind, title in SECTIONS.items():
+        out += [f"{title} ({_SECTION_NOTES[kind]})"]
+        if not any(r.of_kind(kind) for r in reports):
+            out += ["  (none)", ""]
+        elif kind == "control":
+            out += ["  " + control_line(r.script, c) for r in reports for c in r.of_kind(kind)] + [""]
+        else:
+            out += [format_table(reports, kind), ""]
+    return "\n".join(out).rstrip()
+
+
+def markdown_sections(reports: list[Report], level: int = 2) -> str:
+    """`format_sections` as markdown: a heading per kind, tables for identities and claims, a list of controls."""
+    out = []
+    for kind, title in SECTIONS.items():
+        out += [f"{'#' * level} {title}", "", _SECTION_NOTES[kind], ""]
+        if not any(r.of_kind(kind) for r in reports):
+            out += ["(none)", ""]
+        elif kind == "control":
+            out += [f"- {control_line(r.script, c)}" for r in reports for c in r.of_kind(kind)] + [""]
+        else:
+            out += [markdown_table(reports, kind), ""]
+    return "\n".join(out).rstrip()
 
 
 def write_json(report: Report, out_dir: str) -> str:
@@ -254,10 +339,11 @@ def timed_run(run: Callable, config) -> Report:
 
 
 def script_main(module, argv: list[str] | None = None) -> int:
-    """The shared ``main()``: run one script, print its table, write JSON and figures.
+    """The shared ``main()``: run one script, print its sections, write JSON and figures.
 
     ``module`` provides ``Config`` (with ``Config.quick()``), ``run`` and ``plot``.
-    Returns 0 when every check passes, 1 otherwise.
+    Returns 1 when an identity fails or a control is MISSED (``--strict``: also
+    when a paper claim does not hold), 0 otherwise.
     """
     # Under `python -m`, __name__ is "__main__" but __spec__ keeps the real name.
     spec = getattr(module, "__spec__", None)
@@ -265,14 +351,15 @@ def script_main(module, argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m theory.{name}", description=module.__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (seconds), as the tests use")
     parser.add_argument("--out", default=os.path.join("verify_out", name), help="folder for JSON and PNG output")
+    parser.add_argument("--strict", action="store_true", help="also exit 1 when a paper claim does not hold")
     args = parser.parse_args(argv)
     config = module.Config.quick() if args.quick else module.Config()
     report = timed_run(module.run, config)
     report.figures = module.plot(report, args.out)
     path = write_json(report, args.out)
-    print(format_table([report]))
+    print(format_sections([report]))
     for note in report.notes:
         print(f"note: {note}")
-    print(f"{name}: {'PASS' if report.passed else 'FAIL'} in {report.seconds:.1f} s; wrote {path}"
-          + "".join(f", {p}" for p in report.figures))
-    return 0 if report.passed else 1
+    print(f"{name}: {'PASS' if report.ok(args.strict) else 'FAIL'} ({summary_line([report])}) "
+          f"in {report.seconds:.1f} s; wrote {path}" + "".join(f", {p}" for p in report.figures))
+    return 0 if report.ok(args.strict) else 1
