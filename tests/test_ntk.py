@@ -223,7 +223,8 @@ def _full_reference(f, params, x1, x2, kw1=None, kw2=None):
 
     def flat(x, kw):
         out = jax.eval_shape(lambda: f(params, x, **kw))
-        jac = jax.jacobian(lambda p: f(p, x, **kw))(params)
+        # jitted: eager, each primitive would compile on its own.
+        jac = jax.jit(jax.jacobian(lambda p, x: f(p, x, **kw)))(params, x)
         return out, jax.tree.map(lambda o, j: np.concatenate(
             [np.asarray(leaf).reshape(o.size, -1) for leaf in jax.tree.leaves(j)], axis=1), out, jac)
 
@@ -345,6 +346,8 @@ def test_kwargs_reach_f_as_neural_tangents_splits_them(x64, impl):
     ntk = empirical_ntk_fn(_noisy, (), vmap_axes=(0, 0, {"mask": 0}), implementation=impl)
     got = ntk(x1, x2, params, rng=key, mask=(m1, m2), train=False)
     assert _rel(got, want) <= 1e-10
+    if impl == "ntvp":
+        return   # the split below is the implementation-independent part of ntk_fn
     # x2 = None: one key and x1's mask for both sides, so K(x1, x1) is a Gram matrix.
     same = _zip(_full_reference(_noisy, params, x1, x1, dict(rng=key, mask=m1), dict(rng=key, mask=m1)))
     assert _rel(ntk(x1, None, params, rng=key, mask=(m1, m2)), same) <= 1e-10
