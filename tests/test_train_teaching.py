@@ -1,8 +1,9 @@
 """The teacher inside real training runs: loss weights, the score table, finetune's subset, resume.
 
-Every run trains through `attent_jax.train.Trainer` (what `attent train` runs) on
-the teach task at its quick size (64 sequences of 4 elements, d = 3, the
-single-head learner with d' = 8), batch 8. `Recorder` keeps host copies of the
+Every run trains through `attent_jax.train.Trainer` (what `attent train` runs),
+on the teach task at its quick size (64 sequences of 4 elements, d = 3, the
+single-head learner with d' = 8), batch 8, except the class-weight test (mnist1d,
+which has labels). `Recorder` keeps host copies of the
 state before and after each train step, and the tests check them against
 numbers computed here by hand (NumPy forward passes, a hand-written Adam
 moment), never with the loop's own loss or update code.
