@@ -85,10 +85,32 @@ def test_matches_autodiff_float64(x64, name):
 
 
 def test_grads_from_importance_rebuilds_grads(x64):
-    ig = importance_grad(CONFIGS["out_proj_cross"], *_setup(CONFIGS["out_proj_cross"]))
+    """Catches a wrong public `grads_from_importance` (heads mixed or summed, F and Γ contracted over the
+    wrong axis, w_o's head axis kept): it is checked against autodiff and against explicit NumPy sums,
+    never against `importance_grad`'s own ``grads`` (built by the same helper)."""
+    cfg = CONFIGS["out_proj_cross"]
+    params, x, cot = _setup(cfg)
+    ig = importance_grad(cfg, params, x, cot)
+    _, ref = _autodiff(cfg, params, x, cot)
     rebuilt = grads_from_importance(ig.features, ig.importance)
-    for key in ig.grads:
-        np.testing.assert_allclose(rebuilt[key], ig.grads[key], rtol=1e-12)
+    assert set(rebuilt) == set(ref)
+    for key in ref:
+        assert rebuilt[key].shape == ref[key].shape
+        assert _rel(rebuilt[key], ref[key]) <= 1e-10, key
+    # Any importances, not only the gradient's: ∂L/∂W[h]_dw = Σ_b Σ_e F[b, e, d] Γ[b, h, e, w], by loops.
+    rng = np.random.default_rng(7)
+    feats = {"w_q": rng.normal(size=(2, 3, 4)), "w_o": rng.normal(size=(2, 3, 5))}
+    gammas = {"w_q": rng.normal(size=(2, 3, 3, 2)), "w_o": rng.normal(size=(2, 1, 3, 2))}
+    out = grads_from_importance({k: jnp.asarray(v) for k, v in feats.items()},
+                                {k: jnp.asarray(v) for k, v in gammas.items()})
+    for key in feats:
+        f, g = feats[key], gammas[key]
+        expect = np.zeros((g.shape[1], f.shape[2], g.shape[3]))
+        for b, h, e in np.ndindex(g.shape[0], g.shape[1], g.shape[2]):
+            expect[h] += np.outer(f[b, e], g[b, h, e])
+        expect = expect[0] if key == "w_o" else expect   # w_o has no head axis
+        assert out[key].shape == expect.shape, key
+        np.testing.assert_allclose(out[key], expect, rtol=1e-12, atol=1e-14)
 
 
 def test_importance_and_feature_shapes(x64):

@@ -60,11 +60,60 @@ def test_cross_attention_reads_keys_and_values_from_t():
     np.testing.assert_allclose(f(p, (s, one)), jnp.broadcast_to((one @ p["w_v"][0]), (2, 5, 1)), rtol=1e-6)
 
 
-def test_gradients_flow_through_the_pure_view():
-    cfg = LearnerConfig(d_in=4, d_qk=4)
-    f, p = functional(AttentionLearner(cfg, rngs=nnx.Rngs(0)))
-    g = jax.grad(lambda q: f(q, _x((2, 3, 4))).sum())(p)
-    assert set(g) == {"w_q", "w_k", "w_v"} and all(bool(jnp.all(jnp.isfinite(v))) for v in g.values())
+def _np_softmax(logits):
+    a = np.exp(logits - logits.max(-1, keepdims=True))
+    return a / a.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+def test_sqrt_scale_is_one_over_root_d_qk_by_hand(heads):
+    """Catches a wrong logit scale for scale="sqrt" (e.g. 1/d', 1/√d, √d', or c = 1): the model, the
+    importance gradient and the kernel all read `config.c`, so only an independent computation can.
+
+    d = 3, d' = 5, o = 2 all differ, so a scale built from the wrong size shows.
+    """
+    d_qk = 5
+    cfg = LearnerConfig(d_in=3, d_qk=d_qk, d_out=2, num_heads=heads, scale="sqrt")
+    model = AttentionLearner(cfg, rngs=nnx.Rngs(2))
+    p = {k: np.asarray(v, np.float64) for k, v in model.params().items()}
+    s = np.asarray(_x((2, 4, 3), seed=3), np.float64)
+    out = []
+    for h in range(heads):
+        logits = (s @ p["w_q"][h]) @ np.swapaxes(s @ p["w_k"][h], 1, 2) / np.sqrt(d_qk)
+        out.append(_np_softmax(logits) @ (s @ p["w_v"][h]))
+    expected = np.concatenate(out, axis=-1)   # heads side by side
+    np.testing.assert_allclose(np.asarray(model(jnp.asarray(s, jnp.float32))), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(learner_fn(cfg)(model.params(), jnp.asarray(s, jnp.float32))),
+                               expected, rtol=1e-5, atol=1e-6)
+    # Not vacuous: the unscaled learner (c = 1) differs from it well beyond the tolerance.
+    logits = (s @ p["w_q"][0]) @ np.swapaxes(s @ p["w_k"][0], 1, 2)
+    assert np.max(np.abs(_np_softmax(logits) @ (s @ p["w_v"][0]) - expected[..., :2])) > 1e-2
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(num_heads=2, out_proj=True, scale="sqrt", pool="mean"),
+                                dict(causal=True, scale=0.7)])
+def test_gradient_of_the_pure_view_matches_finite_differences(kw):
+    """Catches a wrong gradient through the learner (a stray stop_gradient, a custom VJP off by a factor
+    or a transpose): jax.grad of ⟨f(θ, S), G⟩ against central differences, in float64.
+    """
+    with jax.enable_x64(True):
+        cfg = LearnerConfig(d_in=3, d_qk=4, d_out=2, **kw)
+        f, p = functional(AttentionLearner(cfg, rngs=nnx.Rngs(0)))
+        rng = np.random.default_rng(0)
+        s = jnp.asarray(rng.normal(size=(2, 3, 3)))
+        cot = jnp.asarray(rng.normal(size=jax.eval_shape(f, p, s).shape))
+        loss = jax.jit(lambda q: jnp.sum(f(q, s) * cot))
+        grads = jax.grad(loss)(p)
+        assert set(grads) == set(p) and all(grads[k].dtype == jnp.float64 for k in grads)
+        # Central differences along random directions, one parameter at a time: ⟨∇_W L, V⟩ for each W.
+        eps = 1e-6
+        for name, value in p.items():
+            for _ in range(2):
+                v = rng.normal(size=value.shape)
+                fd = (float(loss(dict(p, **{name: value + eps * v}))) -
+                      float(loss(dict(p, **{name: value - eps * v})))) / (2 * eps)
+                ad = float(np.sum(np.asarray(grads[name]) * v))
+                assert abs(ad - fd) <= 1e-6 * max(abs(fd), 1e-3), (name, ad, fd)
 
 
 @pytest.mark.parametrize("field,value", [("d_in", 0), ("scale", "huge"), ("scale", -1.0), ("pool", "max"), ("num_heads", 1.5)])

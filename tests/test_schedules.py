@@ -63,3 +63,17 @@ def test_unknown_names_raise():
         interval_at("geometric", 0.5)
     with pytest.raises(ValueError, match="progress: got 1.5"):
         ratio_at("fixed", 1.5)
+
+
+@pytest.mark.parametrize("start,end", [(0.2, 0.8), (0.9, 0.3)])
+def test_cosine_ratio_follows_its_formula_along_the_whole_run(start, end):
+    """Catches a cosine schedule right only where the other tests look (p = 0, ¼, ½, 1), e.g. cos πp/2,
+    a sine, a clipped or reversed ramp, or start and end swapped (the second case decreases)."""
+    for p in [i / 12 for i in range(13)] + [0.1, 0.37, 0.9]:
+        expected = start + (end - start) * (1.0 - math.cos(math.pi * p)) / 2.0
+        assert ratio_at("cosine", p, start=start, end=end) == pytest.approx(expected, abs=1e-12), p
+    assert ratio_at("cosine", 0.0, start=start, end=end) == pytest.approx(start, abs=1e-12)
+    assert ratio_at("cosine", 1.0, start=start, end=end) == pytest.approx(end, abs=1e-12)
+    # Cosine differs from the linear ramp away from 0, ½ and 1, so the formula above is the one checked.
+    assert abs(ratio_at("cosine", 0.1, start=start, end=end) - ratio_at("incremental", 0.1, start=start, end=end)) \
+        > 0.05 * abs(end - start)

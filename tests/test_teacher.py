@@ -332,3 +332,20 @@ def test_scoring_order_names_all_or_only_the_unselected_examples():
 def test_unknown_rescore_is_named():
     with pytest.raises(ValueError, match="rescore: got 'some'"):
         TeacherConfig(rescore="some")
+
+
+def test_cosine_ratio_schedule_reaches_every_epoch_of_the_plan():
+    """Catches the teacher using the cosine schedule at the wrong progress (e.g. e / E instead of
+    e / (E − 1), or the cycle's end) or not at all: every select epoch's ratio and size follow
+    r(p) = start + (end − start)(1 − cos πp)/2 at p = e / (E − 1), written out here, endpoints included."""
+    num_epochs, n = 9, 200
+    cfg = TeacherConfig(regime="every_epoch", selector="hard", ratio_schedule="cosine", ratio_start=0.1,
+                        ratio_end=0.9)
+    plans = Teacher(cfg, num_examples=n).schedule(num_epochs)
+    assert plans[0].kind == "full" and plans[0].n_active == n
+    for e in range(1, num_epochs):
+        p = e / (num_epochs - 1)
+        r = 0.1 + 0.8 * (1.0 - np.cos(np.pi * p)) / 2.0
+        assert plans[e].kind == "select" and plans[e].ratio == pytest.approx(r, abs=1e-12), e
+        assert plans[e].n_active == int(np.floor(r * n + 0.5)), e
+    assert plans[-1].n_active == 180   # p = 1: ratio_end
