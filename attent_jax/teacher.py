@@ -234,7 +234,7 @@ def _plan(state: TeacherState, epoch, mode, n, log_weights_N, *, selector, tempe
     k_sel, k_shuf = _epoch_keys(state, epoch)
     pri_N = selection.priority(selector, k_sel, state.scores_N, temperature=temperature,
                                normalize=normalize, log_weights_N=log_weights_N)
-    order_N = jnp.argsort(-pri_N, stable=True)
+    order_N = selection.ranking(pri_N)   # NaN last, as in every selector
     rank_N = jnp.zeros_like(order_N).at[order_N].set(jnp.arange(order_N.shape[0], dtype=order_N.dtype))
     selected_N = jnp.where(mode == _MODES["select"], rank_N < n, state.selected_N)
     active_N = selected_N | (mode == _MODES["full"])
@@ -245,9 +245,12 @@ def _plan(state: TeacherState, epoch, mode, n, log_weights_N, *, selector, tempe
 @functools.partial(jax.jit, static_argnames=("prune_ratio",))
 def _plan_infobatch(state: TeacherState, epoch, *, prune_ratio):
     k_prune, k_shuf = _epoch_keys(state, epoch)
-    seen_N = state.seen_N
-    mean = jnp.sum(jnp.where(seen_N, state.scores_N, 0.0)) / jnp.maximum(jnp.sum(seen_N), 1)
-    below_N = seen_N & (state.scores_N < mean)
+    seen_N, scores_N = state.seen_N, state.scores_N
+    # The ranking rule of `selection`: the mean is over finite scores, +inf ranks above it (never pruned),
+    # −inf and NaN below it (prunable, the lowest priority), so one NaN does not make every comparison false.
+    counted_N = seen_N & jnp.isfinite(scores_N)
+    mean = jnp.sum(jnp.where(counted_N, scores_N, 0.0)) / jnp.maximum(jnp.sum(counted_N), 1)
+    below_N = seen_N & ((scores_N < mean) | jnp.isnan(scores_N))
     pruned_N = below_N & (jax.random.uniform(k_prune, below_N.shape) < prune_ratio)
     keep_N = jnp.logical_not(pruned_N)
     weights_N = jnp.where(below_N & keep_N, 1.0 / (1.0 - prune_ratio), 1.0).astype(state.weights_N.dtype)

@@ -67,7 +67,7 @@ from attent_jax.model import AttentionLearner, LearnerConfig
 from attent_jax.run_log import NonFiniteLossError  # noqa: F401  (raised by train_and_evaluate; import it from here)
 from attent_jax.run_log import MetricsLog, Session, warn_once, write_atomic
 from attent_jax.teacher import Teacher, TeacherConfig
-from attent_jax.train_config import TrainConfig
+from attent_jax.train_config import TrainConfig, check_workdir
 from attent_jax.transformer import (DecoderConfig, EncoderConfig, classification_correct, classification_losses,
                                     greedy_decode, lm_accuracy, lm_losses, make_model)
 
@@ -240,6 +240,10 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
 _CLOCK = ("step", "stage", "epoch", "pos", "steps_in_epoch", "stage_step", "planned")
 
 
+def _non_finite_scores(teacher_state):
+    return jnp.sum(teacher_state.seen_N & ~jnp.isfinite(teacher_state.scores_N), dtype=jnp.int32)
+
+
 # =========================================================================== the trainer
 
 class Trainer:
@@ -254,7 +258,7 @@ class Trainer:
         if not isinstance(config, TrainConfig):
             raise ValueError(f"config: got {type(config).__name__}, expected a TrainConfig")
         self.config = config = config.resolve()
-        self.workdir = os.path.abspath(workdir)
+        self.workdir = os.path.abspath(check_workdir(workdir))
         initialize_distributed()
         self.mesh = mesh if mesh is not None else make_mesh()
         n_dev = self.mesh.size
@@ -554,6 +558,10 @@ class Trainer:
             t0 = time.perf_counter()
             state = jax.block_until_ready(score(state, data))
             run.totals["time_scoring"] += time.perf_counter() - t0
+            # Every training loss in the table was checked finite at its flush, so a non-finite written
+            # score comes from this pass: stop before ranking it, as a NaN training loss stops the run.
+            non_finite = jax.jit(_non_finite_scores, out_shardings=self.replicated)(state["teacher"][si])
+            run.check_scores(stage, epoch, int(jax.device_get(non_finite)))
         t0 = time.perf_counter()
         # The teacher places its per-epoch scalars on one device; spreading them over the mesh is a
         # tiny device-to-device copy, allowed here (host<->device transfers stay disallowed).

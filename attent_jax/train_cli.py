@@ -5,8 +5,12 @@ Every field ``some_name`` is a flag ``--some-name`` (booleans also take
 JSON object of fields first, and flags given on the command line override it.
 Bad input (an unknown name, a value out of range, a missing file, a batch size
 the device count does not divide, a run folder holding another config) is a
-one-line error and exit code 2, raised before anything is written. A NaN/Inf
-loss stops the run with exit code 1, keeping its last good checkpoint.
+one-line error and exit code 2, raised before anything is written; so is a
+``--workdir`` that is empty, a file, below a file or not writable, checked
+before any data loads. A NaN/Inf loss or scoring-pass score stops the run with
+exit code 1, keeping its last good checkpoint; so does a checkpoint that fails
+to restore for a reason other than detected damage (an OS error, memory),
+leaving the run folder as it was.
 
 Example:
     attent train --task mnist1d --selection soft --ratio cosine --interval fixed --epochs 30 --workdir runs/x
@@ -20,7 +24,7 @@ import json
 import os
 import sys
 
-from attent_jax.train_config import TrainConfig, field_help
+from attent_jax.train_config import TrainConfig, check_workdir, field_help
 
 
 def _flag_type(field: dataclasses.Field):
@@ -66,13 +70,18 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def cli(args: argparse.Namespace) -> int:
+    check_workdir(args.workdir)  # before the training module (and with it the data) loads
+    config = config_from_args(args)
+    from attent_jax.checkpoint import CheckpointRestoreError
     from attent_jax.train import NonFiniteLossError, train_and_evaluate
 
-    config = config_from_args(args)
     try:
         result = train_and_evaluate(config, args.workdir)
     except NonFiniteLossError as err:
         print(f"attent train: stopped: {err}", file=sys.stderr)
+        return 1
+    except CheckpointRestoreError as err:
+        print(f"attent train: error: {err}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2))
     print(f"run folder: {os.path.abspath(args.workdir)}")

@@ -233,6 +233,30 @@ class TrainConfig:
         return cls.from_dict(values)
 
 
+def check_workdir(workdir) -> str:
+    """`workdir` unchanged if a run could be written there; else a one-line ValueError naming it.
+
+    Checked at the boundary, before JAX loads the data: an empty path (which
+    would train into the current folder), a file, a path below a file, or a
+    folder (or its nearest existing parent) this process may not write into.
+    Creates nothing.
+    """
+    if not isinstance(workdir, (str, os.PathLike)) or not os.fspath(workdir).strip():
+        raise ValueError(f"workdir: got {workdir!r}, expected a folder path (a new or existing run folder)")
+    path = os.path.abspath(os.fspath(workdir))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"workdir: got {os.fspath(workdir)!r}, expected a folder (it is a file)")
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"workdir: got {os.fspath(workdir)!r}, expected a folder path, but {existing!r} "
+                         f"is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"workdir: got {os.fspath(workdir)!r}, but {existing!r} is not writable")
+    return os.fspath(workdir)
+
+
 def field_help() -> dict[str, str]:
     """Each field's trailing comment in the source above: the CLI's help text, kept in one place."""
     source = inspect.getsource(TrainConfig)
