@@ -58,6 +58,10 @@ every seen one for ``hard``/``soft`` (so it is tried before being skipped) and
 is never pruned by InfoBatch. Since epoch 0 trains on all data, this matters only
 when a loop skips updates.
 
+Non-finite scores follow `attent_jax.selection`'s one rule (`selection.ranking`):
++inf first, NaN last, in every regime; InfoBatch's mean is over the finite
+scores, +inf counts as above it and −inf / NaN as below it.
+
 Randomness: epoch e uses ``fold_in(state.key, e)``, so an epoch's plan depends
 only on the seed, the epoch and the score table: a resumed run continues the
 same stream.

@@ -191,7 +191,7 @@ def test_bad_arguments_raise_value_error_naming_them():
 # +inf first, finite largest first, then -inf, NaN last (see the module docstring).
 
 def test_ranking_puts_nan_last_whatever_its_sign():
-    """Catches NaN ranked first (lax.top_k) or by its sign bit (argsort(-p): -NaN and NaN may differ)."""
+    """Catches NaN ranked first (lax.top_k's order); -NaN too, so a sort that reads NaN's sign bit is caught."""
     p = jnp.array([jnp.nan, 1.0, -jnp.inf, 3.0, jnp.inf, -jnp.nan, 0.0, 3.0])
     assert selection.ranking(p).tolist() == [4, 3, 7, 1, 6, 2, 0, 5]
 
