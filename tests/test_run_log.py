@@ -41,3 +41,16 @@ def test_warn_once_warns_once_per_message():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         run_log.warn_once(message)   # a second time: silent
+
+
+def test_resumed_log_keeps_only_the_evals_its_checkpoint_has_done(tmp_path):
+    """Catches duplicated eval records: an epoch without steps logs at the step of the epoch before it,
+    so a resume keyed by step alone keeps its record and then writes it again."""
+    path = tmp_path / "metrics.jsonl"
+    records = [{"event": "train", "step": 4}, {"event": "eval", "step": 4, "epoch": 0},
+               {"event": "eval", "step": 4, "epoch": 1}, {"event": "eval", "step": 4, "epoch": 2}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    log = run_log.MetricsLog(str(path), enabled=True)
+    log.truncate_after(4, evals=1)   # the checkpoint at step 4 has finished epoch 0 only
+    log.close()
+    assert [json.loads(line) for line in path.read_text().splitlines()] == records[:2]

@@ -185,3 +185,47 @@ def test_bad_arguments_raise_value_error_naming_them():
         selection.soft(_key(0), jnp.zeros(4), 1, temperature=0.0)
     with pytest.raises(ValueError, match="'best'"):
         selection.priority("best", _key(0), jnp.zeros(4))
+
+
+# ---------------------------------------------------------------- non-finite scores: one ranking rule everywhere
+# +inf first, finite largest first, then -inf, NaN last (see the module docstring).
+
+def test_ranking_puts_nan_last_whatever_its_sign():
+    """Catches NaN ranked first (lax.top_k's order); -NaN too, so a sort that reads NaN's sign bit is caught."""
+    p = jnp.array([jnp.nan, 1.0, -jnp.inf, 3.0, jnp.inf, -jnp.nan, 0.0, 3.0])
+    assert selection.ranking(p).tolist() == [4, 3, 7, 1, 6, 2, 0, 5]
+
+
+def test_hard_ranks_nan_last():
+    """Catches `hard` taking a NaN score first (lax.top_k orders NaN above +inf)."""
+    scores = jnp.array([jnp.nan, 1.0, 3.0, 2.0, -jnp.inf])
+    assert selection.hard(_key(0), scores, 3).tolist() == [2, 3, 1]
+    assert selection.hard(_key(0), scores, 5).tolist() == [2, 3, 1, 4, 0]   # below -inf too
+
+
+def test_soft_never_takes_nan_while_numbers_are_left():
+    """Catches Soft's Gumbel-top-k picking a NaN score (NaN + noise is NaN, which top_k ranks first)."""
+    scores = jnp.array([0.5, jnp.nan, 2.0, 1.0, jnp.nan, 0.1])
+    draws = _many(selection.soft, scores, 4, draws=500)
+    assert not np.isin(draws, [1, 4]).any()
+    assert (np.sort(_many(selection.soft, scores, 6, draws=50)[:, 4:], axis=1) == [1, 4]).all()  # NaN last
+
+
+def test_soft_lifts_unseen_above_all_seen_when_a_nan_is_present():
+    """Catches the unseen-example lift being lost when a NaN is present (max over a NaN is NaN)."""
+    n_seen = 40   # many equal seen scores: their noise would beat an unlifted unseen example
+    scores = jnp.concatenate([jnp.full(n_seen, 5.0), jnp.array([jnp.nan, jnp.inf, jnp.inf, jnp.inf])])
+    draws = _many(selection.soft, scores, 3, draws=500)
+    assert (np.sort(draws, axis=1) == [n_seen + 1, n_seen + 2, n_seen + 3]).all()
+    pri = selection.priority("soft", _key(1), scores, normalize=True)
+    assert set(selection.ranking(pri)[:3].tolist()) == {n_seen + 1, n_seen + 2, n_seen + 3}
+
+
+def test_random_and_class_weight_ignore_nan_scores():
+    """Guards the score-free baselines: a NaN score must not change their pick (they ignore scores)."""
+    labels = jnp.arange(6) % 2
+    nan = jnp.array([jnp.nan, 1.0, 2.0, jnp.nan, 0.0, 1.0])
+    for key in range(3):
+        np.testing.assert_array_equal(selection.random(_key(key), nan, 4), selection.random(_key(key), jnp.zeros(6), 4))
+        np.testing.assert_array_equal(selection.class_weight(_key(key), nan, 4, labels, 2),
+                                      selection.class_weight(_key(key), jnp.zeros(6), 4, labels, 2))

@@ -35,8 +35,6 @@ KNOWN_FAILURES = {
         "the chain from convexity at f' (eq. 64) certifies the (η/2) reduction only for η ≤ 1/(2ξτ)",
     ("loss_reduction", "claim: kernel bounded entrywise, η ≤ 1/(ξ max|K_ij|)"):
         "λ_max(K) exceeds max|K_ij|, so an entrywise bound on the kernel gives too large a step",
-    ("functional_consistency", "premise |∂L/∂f| → 0: end/start"):
-        "the kernel stops moving before the functional gradient vanishes: the premise is not what settles it",
 }
 # The scripts with identities; every identity there has a negative control (kernel_convergence and greedy
 # hold claims only).

@@ -57,6 +57,9 @@ def runs(tmp_path_factory, text_file):
     config_file.write_text(json.dumps({"task": "teach", "selection": "hard", "ratio": 0.5, "regime": "every_epoch"}))
     argvs = {"teach": ["train", "--config", str(config_file), "--workdir", str(base / "teach")] + FAST,
              "nan": ["train", "--task", "teach", "--workdir", str(base / "nan"), "--learning-rate", "1e30"] + FAST}
+    # A newcomer's first run, exactly as the README gives it (the quick defaults, nothing overridden).
+    argvs["first_run"] = ["train", "--task", "mnist1d", "--quick", "--no-progress-bar", "--workdir",
+                          str(base / "first_run")]
     for task, extra in SMOKE.items():
         argvs[task] = ["train", "--task", task, "--workdir", str(base / task)] + FAST + extra
         if task in ("charlm", "arith"):
@@ -115,6 +118,15 @@ def test_each_task_quick_smoke(task, runs):
         assert 0 <= result["exact_match"] <= 1
     else:
         assert len(evals) == 2
+
+
+def test_first_quick_run_learns(runs):
+    """Catches quick defaults that do not learn: 400 examples at lr 1e-3 ended at 19% test accuracy
+    (chance: 10%) after 30 epochs; the first run must show learning well above chance."""
+    run = runs["first_run"]
+    assert run["code"] == 0, run["stderr"][-2000:]
+    result = json.loads(open(os.path.join(run["workdir"], "results.json")).read())
+    assert result["eval_accuracy"] >= 0.6, result
 
 
 def test_nan_loss_exits_nonzero_with_message(runs):
@@ -186,3 +198,32 @@ def test_flags_map_one_to_one_onto_config_fields():
     dests = {a.dest for a in parser._actions} - {"help", "workdir", "config"}
     # One flag per field of every section, nothing else (a field missed by the CLI would break this).
     assert dests == set(TrainConfig().to_flat())
+
+
+@pytest.mark.parametrize("workdir,message", [
+    ("", "workdir: got ''"),                            # caught: trained into the current folder, exit 0
+    ("{file}/run", "expected a folder path, but '{file}' is a file"),   # caught: a traceback after loading
+    ("{locked}/run", "but '{locked}' is not writable"),  # caught: a traceback after loading
+    ("{file}", "expected a folder (it is a file)"),     # guard: was already checked, before loading too
+])
+def test_bad_workdir_exits_2_before_anything_is_loaded_or_written(workdir, message, tmp_path, monkeypatch, capsys):
+    """A bad --workdir is a one-line error and exit 2 before the data loads, and nothing is created."""
+    file, locked = tmp_path / "afile", tmp_path / "locked"
+    file.write_text("not a folder")
+    locked.mkdir()
+    locked.chmod(0o500)
+    if os.access(locked, os.W_OK):   # root may write anywhere: answer as the kernel would for a normal user
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if os.fspath(p) == str(locked)
+                            else real_access(p, mode, **kw))
+    from attent_jax.tasks import datasets as data
+    monkeypatch.setattr(data, "load_task", lambda *a, **k: pytest.fail("the data loaded before the workdir check"))
+    monkeypatch.chdir(tmp_path)
+    before = sorted(os.listdir(tmp_path))
+    code = cli.main(["train", "--workdir", workdir.format(file=file, locked=locked), "--task", "teach", "--quick"])
+    err = capsys.readouterr().err
+    locked.chmod(0o700)
+    assert code == 2 and message.format(file=file, locked=locked) in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert sorted(os.listdir(tmp_path)) == before and os.listdir(locked) == []
+

@@ -1,6 +1,6 @@
 """The teacher inside real training runs: loss weights, the score table, finetune's subset, resume.
 
-Every run trains through `attent_jax.train.Trainer` (what `attent train` runs),
+Every run trains through `attent_jax.training.loop.Trainer` (what `attent train` runs),
 on the teach task at its quick size (64 sequences of 4 elements, d = 3, the
 single-head learner with d' = 8), batch 8, except the class-weight test (mnist1d,
 which has labels). `Recorder` keeps host copies of the
@@ -17,10 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attent_jax import train
-from attent_jax.train import Trainer
-from attent_jax.train_config import TrainConfig
-from experiments.common import compile_cache
+from attent_jax.training import loop as train
+from attent_jax.training.loop import Trainer
+from attent_jax.training.config import TrainConfig
+from attent_experiments.common import compile_cache
 
 B = 8
 BASE = dict(task="teach", quick=True, batch_size=B, log_every=1, checkpoint_every=1000, progress_bar=False)
@@ -47,10 +47,11 @@ class Recorder(Trainer):
     def _make_train_step(self, si):
         step = super()._make_train_step(si)
 
-        def recorded(state, data):
+        def recorded(state, data, clock_4):
             before = jax.device_get(state)   # before the call: the step donates its input
-            state, metrics = step(state, data)
-            self.steps.append({"stage": si, "before": before, "after": jax.device_get(state),
+            clock = dict(zip(train.STEP_CLOCK, np.asarray(jax.device_get(clock_4)).tolist()))
+            state, metrics = step(state, data, clock_4)
+            self.steps.append({"stage": si, "before": before, "clock": clock, "after": jax.device_get(state),
                                "metrics": jax.device_get(metrics)})
             return state, metrics
 
@@ -58,14 +59,14 @@ class Recorder(Trainer):
 
 
 def _recorded_run(tmp_path, **overrides):
-    trainer = Recorder(TrainConfig(**dict(BASE, **overrides)), str(tmp_path / "run"))
+    trainer = Recorder(TrainConfig.from_flat(**dict(BASE, **overrides)), str(tmp_path / "run"))
     trainer.run()
     return trainer
 
 
 def _batch_ids(rec):
     """The example ids a recorded step trained on: its slice of the epoch's order."""
-    pos = int(rec["before"]["clock"]["pos"])
+    pos = int(rec["clock"]["pos"])
     return np.asarray(rec["before"]["order"][rec["stage"]][pos * B:(pos + 1) * B])
 
 
@@ -108,7 +109,7 @@ def test_infobatch_weights_reach_the_gradient_and_update_of_each_step(tmp_path):
     """
     trainer = _recorded_run(tmp_path, epochs=3, regime="infobatch", infobatch_prune_ratio=0.5,
                             infobatch_anneal=0.25)
-    cfg, train_data = trainer.config, trainer.stages[0].train
+    cfg, train_data = trainer.config.optim, trainer.stages[0].train
     weighted_steps = 0
     for rec in trainer.steps:
         before, after = rec["before"], rec["after"]
@@ -157,7 +158,7 @@ def test_class_weight_selection_reaches_a_real_run(tmp_path, monkeypatch):
     monkeypatch.setattr(train, "load_dataset", skewed)
     trainer = _recorded_run(tmp_path, task="mnist1d", num_train=100, num_test=20, epochs=2, batch_size=25,
                             regime="finetune", selection="class_weight", ratio=0.25)
-    first = next(r for r in trainer.steps if int(r["before"]["clock"]["epoch"]) == 1)
+    first = next(r for r in trainer.steps if int(r["clock"]["epoch"]) == 1)
     selected_N = np.asarray(first["before"]["teacher"][0].selected_N)
     labels = np.asarray(trainer.dataset.labels_train)
     assert selected_N.sum() == 25 and np.sum(labels == 0) >= 75
@@ -190,17 +191,17 @@ def test_steps_refresh_the_score_table_and_finetune_keeps_epoch_0s_top_losses(tm
         rest = np.setdiff1d(np.arange(64), ids)
         np.testing.assert_array_equal(after.scores_N[rest], before.scores_N[rest])
         assert after.seen_N[ids].all()
-        if int(rec["before"]["clock"]["epoch"]) == 0:
+        if int(rec["clock"]["epoch"]) == 0:
             recorded_N[ids] = losses
     assert not np.isnan(recorded_N).any()   # epoch 0 trained every example
     top = set(np.argsort(-recorded_N)[:32].tolist())
     for epoch in (1, 2):
-        recs = [r for r in trainer.steps if int(r["before"]["clock"]["epoch"]) == epoch]
+        recs = [r for r in trainer.steps if int(r["clock"]["epoch"]) == epoch]
         assert len(recs) == 4
         trained = set(np.concatenate([_batch_ids(r) for r in recs]).tolist())
         assert trained == top, epoch
     # Not vacuous: the top half by the final epoch-0 params is another set.
-    last0 = [r for r in trainer.steps if int(r["before"]["clock"]["epoch"]) == 0][-1]["after"]["params"]
+    last0 = [r for r in trainer.steps if int(r["clock"]["epoch"]) == 0][-1]["after"]["params"]
     assert set(np.argsort(-_np_losses(last0, train_data["x"], train_data["y"]))[:32].tolist()) != top
 
 
@@ -246,7 +247,7 @@ def test_resume_is_bitwise_in_regimes_that_carry_teacher_state(tmp_path, regime)
     from (infobatch). Final params, every logged training loss and the final evaluation must be bitwise
     those of an uninterrupted run.
     """
-    config = TrainConfig(**dict(BASE, checkpoint_every=5, **RESUME[regime]))
+    config = TrainConfig.from_flat(**dict(BASE, checkpoint_every=5, **RESUME[regime]))
     reference = Trainer(config, str(tmp_path / "reference"))
     expected = reference.run()
 

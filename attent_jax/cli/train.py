@@ -7,8 +7,12 @@ JSON object first (nested by section, as a run folder's config.json, or flat),
 and flags given on the command line override it.
 Bad input (an unknown name, a value out of range, a missing file, a batch size
 the device count does not divide, a run folder holding another config) is a
-one-line error and exit code 2, raised before anything is written. A NaN/Inf
-loss stops the run with exit code 1, keeping its last good checkpoint.
+one-line error and exit code 2, raised before anything is written; so is a
+``--workdir`` that is empty, a file, below a file or not writable, checked
+before any data loads. A NaN/Inf loss or scoring-pass score stops the run with
+exit code 1, keeping its last good checkpoint; so does a checkpoint that fails
+to restore for a reason other than detected damage (an OS error, memory),
+leaving the run folder as it was.
 
 Example:
     attent train --task mnist1d --selection soft --ratio cosine --interval fixed --epochs 30 --workdir runs/x
@@ -23,6 +27,7 @@ import os
 import sys
 
 from attent_jax.training.config import SECTIONS, TrainConfig, field_help
+from attent_jax.training.workdir import check_workdir
 
 
 def _flag_type(field: dataclasses.Field):
@@ -72,13 +77,18 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def cli(args: argparse.Namespace) -> int:
+    check_workdir(args.workdir)  # before the training loop (and with it the data) loads
+    config = config_from_args(args)
+    from attent_jax.training.checkpoint import CheckpointRestoreError
     from attent_jax.training.loop import NonFiniteLossError, train_and_evaluate
 
-    config = config_from_args(args)
     try:
         result = train_and_evaluate(config, args.workdir)
     except NonFiniteLossError as err:
         print(f"attent train: stopped: {err}", file=sys.stderr)
+        return 1
+    except CheckpointRestoreError as err:
+        print(f"attent train: error: {err}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2))
     print(f"run folder: {os.path.abspath(args.workdir)}")

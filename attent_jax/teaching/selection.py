@@ -23,6 +23,14 @@ a traced value and changing it along the ratio schedule never recompiles.
 Scores equal to +inf mean "not yet seen": `hard` and `soft` take such examples
 before any finite score (`soft` in uniformly random order among them).
 
+Non-finite scores rank one way in every selector and in the teacher (`ranking`
+is the one sort they share): +inf first (unseen, or infinitely wrong: look at
+it), then the finite scores, largest first, then −inf, and NaN last (a NaN
+score says nothing about the example, so it is the lowest priority and is
+taken only when nothing else is left). A NaN never displaces another example,
+and never hides the lift of unseen ones. (The training loop stops on a NaN
+score before ranking it; this rule keeps library callers' selections sane.)
+
 Example:
     >>> import jax, jax.numpy as jnp
     >>> from attent_jax import selection
@@ -96,7 +104,8 @@ def _lift_unseen(logits_N, gumbel_N):
     """
     unseen_N = jnp.isposinf(logits_N)
     pert_N = jnp.where(unseen_N, 0.0, logits_N) + gumbel_N
-    top = jnp.max(jnp.where(unseen_N, -jnp.inf, pert_N))
+    # NaN is left out of the max (it would make the max NaN and drop the lift) and stays NaN: ranked last.
+    top = jnp.max(jnp.where(unseen_N | jnp.isnan(pert_N), -jnp.inf, pert_N))
     top = jnp.where(jnp.isfinite(top), top, 0.0)
     floor = jnp.min(jnp.where(unseen_N, gumbel_N, jnp.inf))
     lift = top - floor + 1.0 + 1e-3 * jnp.abs(top)
@@ -154,8 +163,20 @@ def priority(name: str, key, scores_N, *, temperature: float = 1.0, normalize: b
     return _lift_unseen(logits_N, gumbel_N)
 
 
+def ranking(priority_N):
+    """All indices by descending priority, NaN last, ties by lower index (int32, jittable).
+
+    The one ordering of every selector's top k and of the teacher's ranking.
+    `lax.top_k` would rank NaN first, and a plain ``argsort(-p)`` lets NaN's
+    sign decide; here NaN is the primary key, so it ranks last whatever its sign
+    (and below −inf).
+    """
+    nan_N = jnp.isnan(priority_N)
+    return jnp.lexsort((jnp.where(nan_N, 0.0, -priority_N), nan_N)).astype(jnp.int32)
+
+
 def _top_k(priority_N, k: int):
-    return jax.lax.top_k(priority_N, k)[1].astype(jnp.int32)
+    return ranking(priority_N)[:k]
 
 
 @functools.partial(jax.jit, static_argnums=(2,))

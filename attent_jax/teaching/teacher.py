@@ -58,6 +58,10 @@ every seen one for ``hard``/``soft`` (so it is tried before being skipped) and
 is never pruned by InfoBatch. Since epoch 0 trains on all data, this matters only
 when a loop skips updates.
 
+Non-finite scores follow `attent_jax.teaching.selection`'s one rule (`selection.ranking`):
++inf first, NaN last, in every regime; InfoBatch's mean is over the finite
+scores, +inf counts as above it and −inf / NaN as below it.
+
 Randomness: epoch e uses ``fold_in(state.key, e)``, so an epoch's plan depends
 only on the seed, the epoch and the score table: a resumed run continues the
 same stream.
@@ -235,7 +239,7 @@ def _plan(state: TeacherState, epoch, mode, n, log_weights_N, *, selector, tempe
     k_sel, k_shuf = _epoch_keys(state, epoch)
     pri_N = selection.priority(selector, k_sel, state.scores_N, temperature=temperature,
                                normalize=normalize, log_weights_N=log_weights_N)
-    order_N = jnp.argsort(-pri_N, stable=True)
+    order_N = selection.ranking(pri_N)   # NaN last, as in every selector
     rank_N = jnp.zeros_like(order_N).at[order_N].set(jnp.arange(order_N.shape[0], dtype=order_N.dtype))
     selected_N = jnp.where(mode == _MODES["select"], rank_N < n, state.selected_N)
     active_N = selected_N | (mode == _MODES["full"])
@@ -246,9 +250,12 @@ def _plan(state: TeacherState, epoch, mode, n, log_weights_N, *, selector, tempe
 @functools.partial(jax.jit, static_argnames=("prune_ratio",))
 def _plan_infobatch(state: TeacherState, epoch, *, prune_ratio):
     k_prune, k_shuf = _epoch_keys(state, epoch)
-    seen_N = state.seen_N
-    mean = jnp.sum(jnp.where(seen_N, state.scores_N, 0.0)) / jnp.maximum(jnp.sum(seen_N), 1)
-    below_N = seen_N & (state.scores_N < mean)
+    seen_N, scores_N = state.seen_N, state.scores_N
+    # The ranking rule of `selection`: the mean is over finite scores, +inf ranks above it (never pruned),
+    # −inf and NaN below it (prunable, the lowest priority), so one NaN does not make every comparison false.
+    counted_N = seen_N & jnp.isfinite(scores_N)
+    mean = jnp.sum(jnp.where(counted_N, scores_N, 0.0)) / jnp.maximum(jnp.sum(counted_N), 1)
+    below_N = seen_N & ((scores_N < mean) | jnp.isnan(scores_N))
     pruned_N = below_N & (jax.random.uniform(k_prune, below_N.shape) < prune_ratio)
     keep_N = jnp.logical_not(pruned_N)
     weights_N = jnp.where(below_N & keep_N, 1.0 / (1.0 - prune_ratio), 1.0).astype(state.weights_N.dtype)

@@ -22,6 +22,19 @@ coincidence). `restore_latest` walks from the newest step down, moves a damaged
 one aside (into ``<directory>/../corrupt_checkpoints``) with a warning and uses
 the previous good one.
 
+Only *detected* damage sets a checkpoint aside: a fingerprint mismatch, or a
+finished checkpoint whose files cannot be read or decoded (TensorStore's
+DATA_LOSS / OUT_OF_RANGE / NOT_FOUND, undecodable JSON). Any other failure — an
+`OSError`, running out of memory, a state whose leaves changed shape or dtype
+since it was saved (a code edit) — says nothing about the checkpoint, so it
+stops the caller (`CheckpointRestoreError`, or `CheckpointMismatchError` for a
+changed state layout) and leaves every file as it was; once the cause is gone
+the same call restores it.
+
+A checkpoint folder is named by its step, and a later save of the same step
+with a different state (an epoch without optimizer steps moves only the
+clock) replaces it without a moment where neither copy is complete on disk.
+
 Example:
     >>> import jax, jax.numpy as jnp, tempfile
     >>> ckpt = Checkpointer(tempfile.mkdtemp() + "/ckpt", keep=2)
@@ -33,6 +46,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -40,11 +54,71 @@ import warnings
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 
 class CheckpointWarning(UserWarning):
     """A checkpoint could not be restored and was skipped."""
+
+
+class CheckpointCorruptError(ValueError):
+    """A finished checkpoint is damaged: its fingerprint does not match, or its files cannot be decoded."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint holds a state of another layout (leaves added, removed, reshaped or retyped)."""
+
+
+class CheckpointRestoreError(RuntimeError):
+    """A checkpoint could not be restored for a reason other than detected damage; nothing was changed."""
+
+
+# TensorStore reports a short, undecodable or missing file of a finished checkpoint with these status codes;
+# anything else (an OS error, memory) may pass, so it must not condemn the checkpoint.
+_DAMAGE_STATUSES = ("DATA_LOSS", "OUT_OF_RANGE", "NOT_FOUND")
+
+
+def _is_damage(err: BaseException) -> bool:
+    if isinstance(err, (CheckpointCorruptError, json.JSONDecodeError)):
+        return True
+    return (isinstance(err, ValueError) and not isinstance(err, OSError)
+            and str(err).lstrip().startswith(_DAMAGE_STATUSES))
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0][:200] if lines else ''}"
+
+
+def _path_name(path) -> str:
+    # Orbax stores a dataclass's fields as dict keys: compare paths by their names, whatever the node type.
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+
+
+def _layout(tree) -> dict:
+    """{leaf path: (shape, dtype name)} of arrays, ShapeDtypeStructs or Orbax ArrayMetadata."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+            out[_path_name(path)] = None  # a typed key is stored as its raw data: any shape and dtype fit
+        else:
+            out[_path_name(path)] = (tuple(getattr(leaf, "shape", ())), None if dtype is None else np.dtype(dtype).name)
+    return out
+
+
+def _layout_difference(stored: dict, wanted: dict) -> str | None:
+    """The first difference between a stored and a wanted layout, in words, or None."""
+    for name in sorted(set(stored) | set(wanted)):
+        if name not in wanted:
+            return f"leaf {name!r} is stored but not in this state"
+        if name not in stored:
+            return f"leaf {name!r} of this state is not stored"
+        if wanted[name] is not None and stored[name] != wanted[name]:
+            (s_shape, s_dtype), (w_shape, w_dtype) = stored[name], wanted[name]
+            return f"leaf {name!r} is stored as {s_dtype}{list(s_shape)}, this state has {w_dtype}{list(w_shape)}"
+    return None
 
 
 def _leaf_fingerprint(x):
@@ -95,6 +169,8 @@ class Checkpointer:
                 if ".orbax-checkpoint-tmp" in name:  # Orbax's folder of a save that never finished
                     warnings.warn(f"checkpoint {name} in {self.directory} was never finished (a save cut short) "
                                   f"and is removed", CheckpointWarning, stacklevel=2)
+        self._staging = self.directory + ".replacing"
+        self._finish_replacement()
         self._manager = self._new_manager()
 
     def _new_manager(self) -> ocp.CheckpointManager:
@@ -114,13 +190,73 @@ class Checkpointer:
         A step already on disk is left as it is (the state at a step is a
         function of the run's config, so it would be the same).
         """
-        if step in self._manager.all_steps():
-            return
         meta = dict(meta, fingerprint=fingerprint(state))
+        if step in self._manager.all_steps():
+            self._manager.wait_until_finished()
+            if self._stored_fingerprint(step) != meta["fingerprint"]:
+                self._replace(step, state, meta)
+            return
+        self._save_with(self._manager, step, state, meta)
+
+    @staticmethod
+    def _save_with(manager: ocp.CheckpointManager, step: int, state, meta: dict) -> None:
         # Orbax copies the arrays to host itself: an explicit, sanctioned transfer.
         with jax.transfer_guard("allow"):
-            self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                             meta=ocp.args.JsonSave(meta)), force=True)
+            manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                       meta=ocp.args.JsonSave(meta)), force=True)
+
+    def _stored_fingerprint(self, step: int):
+        try:
+            return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"].get(
+                "fingerprint")
+        except Exception as err:
+            if _is_damage(err):
+                return None  # a damaged copy is replaced like any other
+            raise
+
+    def _replace(self, step: int, state, meta: dict) -> None:
+        """Swap checkpoint `step` for a new state: the new copy is complete before the old one leaves.
+
+        The new copy is written (synchronously) into the sibling folder
+        ``<directory>.replacing``, then the old folder is moved out and the new
+        one in. A kill between the two moves leaves the finished new copy in the
+        staging folder; the next `Checkpointer` moves it in (`_finish_replacement`).
+        """
+        main = jax.process_index() == 0
+        if main and os.path.exists(self._staging):
+            shutil.rmtree(self._staging)
+        self._sync(f"attent_ckpt_stage_{step}")
+        options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)
+        staging = ocp.CheckpointManager(self._staging, options=options)
+        try:
+            self._save_with(staging, step, state, meta)
+            staging.wait_until_finished()
+        finally:
+            staging.close()
+        if main:
+            old = os.path.join(self.directory, str(step))
+            os.rename(old, os.path.join(self._staging, f"replaced-{step}"))
+            os.rename(os.path.join(self._staging, str(step)), old)
+            shutil.rmtree(self._staging)
+        self._sync(f"attent_ckpt_replace_{step}")
+        self._manager.reload()
+
+    def _finish_replacement(self) -> None:
+        """Complete a replacement cut short between its two moves; drop any other staging leftovers."""
+        if jax.process_index() == 0 and os.path.isdir(self._staging):
+            for name in os.listdir(self._staging):
+                target = os.path.join(self.directory, name)
+                if name.isdigit() and not os.path.exists(target):
+                    os.makedirs(self.directory, exist_ok=True)
+                    os.rename(os.path.join(self._staging, name), target)
+            shutil.rmtree(self._staging)
+        self._sync("attent_ckpt_finish_replacement")
+
+    @staticmethod
+    def _sync(name: str) -> None:
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices(name)
 
     def wait(self) -> None:
         """Block until background writes are on disk."""
@@ -133,33 +269,64 @@ class Checkpointer:
     def restore(self, step: int, abstract_state):
         """Restore checkpoint `step` onto the shapes, dtypes and shardings of `abstract_state`.
 
-        Raises on any failure, including a fingerprint mismatch.
+        Raises `CheckpointCorruptError` for detected damage (fingerprint
+        mismatch, undecodable files), `CheckpointMismatchError` if the stored
+        leaves differ from `abstract_state`'s (Orbax would silently cast a
+        changed dtype), and passes any other error through.
         """
-        with jax.transfer_guard("allow"):
-            restored = self._manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+        try:
+            stored = self._manager.item_metadata(step)["state"]
+        except Exception as err:
+            if _is_damage(err):
+                raise CheckpointCorruptError(f"checkpoint {step}: its metadata cannot be read "
+                                             f"({_first_line(err)})") from err
+            raise
+        if stored is not None:
+            difference = _layout_difference(_layout(getattr(stored, "tree", stored)), _layout(abstract_state))
+            if difference:
+                raise CheckpointMismatchError(
+                    f"checkpoint {step} in {self.directory} holds a state of another layout ({difference}): the "
+                    f"code or config changed since it was saved; run the code that saved it, or use another "
+                    f"run folder (nothing was moved)")
+        try:
+            with jax.transfer_guard("allow"):
+                restored = self._manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+        except Exception as err:
+            if _is_damage(err):
+                raise CheckpointCorruptError(f"checkpoint {step}: cannot be read or decoded "
+                                             f"({_first_line(err)})") from err
+            raise
         state, meta = restored["state"], dict(restored["meta"])
         expected = meta.pop("fingerprint", None)
         got = fingerprint(state)
         if expected != got:
-            raise ValueError(f"checkpoint {step}: fingerprint mismatch (stored {expected}, restored {got})")
+            raise CheckpointCorruptError(f"checkpoint {step}: fingerprint mismatch (stored {expected}, "
+                                         f"restored {got})")
         return state, meta
 
     def restore_latest(self, abstract_state):
         """(state, meta) of the newest checkpoint that restores intact, or None if there is none.
 
-        A damaged checkpoint is moved aside with a `CheckpointWarning` and the
-        next older one is tried.
+        A checkpoint with detected damage (`CheckpointCorruptError`) is moved
+        aside with a `CheckpointWarning` and the next older one is tried. A
+        changed state layout raises `CheckpointMismatchError`; any other failure
+        raises `CheckpointRestoreError`; both leave every file as it was.
         """
         self._manager.wait_until_finished()
         for step in sorted(self._manager.all_steps(), reverse=True):
             try:
                 return self.restore(step, abstract_state)
-            except Exception as err:  # any failure means: this checkpoint is not usable
+            except CheckpointCorruptError as err:
                 moved = self._move_aside(step)
                 warnings.warn(f"checkpoint {step} in {self.directory} is damaged and was skipped "
-                              f"(moved to {moved}): {type(err).__name__}: {str(err).splitlines()[0][:200]}",
-                              CheckpointWarning, stacklevel=2)
+                              f"(moved to {moved}): {_first_line(err)}", CheckpointWarning, stacklevel=2)
+            except CheckpointMismatchError:
+                raise
+            except Exception as err:
+                raise CheckpointRestoreError(
+                    f"checkpoint {step} in {self.directory} could not be restored ({_first_line(err)}); nothing "
+                    f"was moved or changed: once the cause is fixed, running again resumes from it") from err
         return None
 
     def _move_aside(self, step: int) -> str:
@@ -170,9 +337,7 @@ class Checkpointer:
         if jax.process_index() == 0 and os.path.exists(source):
             os.makedirs(os.path.dirname(target), exist_ok=True)
             shutil.move(source, target)
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-            multihost_utils.sync_global_devices(f"attent_ckpt_move_{step}")
+        self._sync(f"attent_ckpt_move_{step}")
         self._manager.reload()  # forget the moved step
         return target
 

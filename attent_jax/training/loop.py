@@ -62,20 +62,22 @@ from jax.sharding import PartitionSpec as P
 from attent_jax.models.decoder import greedy_decode
 from attent_jax.tasks import generators as tasks_lib
 from attent_jax.training.checkpoint import Checkpointer, abstract_like
-from attent_jax.training.config import RESUME_MAY_CHANGE, TrainConfig
+from attent_jax.training.config import TrainConfig
 from attent_jax.training.mesh import check_batch_divisible, initialize_distributed, make_mesh, state_shardings
 from attent_jax.training.optim import learning_rate, make_optimizer
 from attent_jax.training.run_log import NonFiniteLossError  # noqa: F401  (raised by train_and_evaluate; import it from here)
 from attent_jax.training.run_log import MetricsLog, Session, new_clock, warn_once, write_atomic
 from attent_jax.training.stages import build_stages, example_scores, load_dataset, model_builder, per_example_fn
+from attent_jax.training.workdir import (CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, RESULTS_FILE,  # noqa: F401
+                                        check_run_folder, check_workdir)
 
-CONFIG_FILE = "config.json"
 # The clock entries a train step reads (it gets them from the host's clock as one int32 array).
 STEP_CLOCK = ("pos", "stage_step", "epoch", "steps_in_epoch")
-METRICS_FILE = "metrics.jsonl"
-RESULTS_FILE = "results.json"
-CHECKPOINT_DIR = "checkpoints"
 
+
+
+def _non_finite_scores(teacher_state):
+    return jnp.sum(teacher_state.seen_N & ~jnp.isfinite(teacher_state.scores_N), dtype=jnp.int32)
 
 
 # =========================================================================== the trainer
@@ -93,14 +95,14 @@ class Trainer:
             raise ValueError(f"config: got {type(config).__name__}, expected a TrainConfig")
         self.config = config = config.resolve()
         run = config.run
-        self.workdir = os.path.abspath(workdir)
+        self.workdir = os.path.abspath(check_workdir(workdir))
         initialize_distributed()
         self.mesh = mesh if mesh is not None else make_mesh()
         n_dev = self.mesh.size
         check_batch_divisible(run.batch_size, n_dev)
         # Scoring/eval chunks: a multiple of the device count, so each device scores an equal share.
         self.eval_chunk = -(-run.eval_batch_size // n_dev) * n_dev
-        self._check_workdir()
+        check_run_folder(self.workdir, config)
         self.dataset = ds = load_dataset(config.data)
         self.stages = build_stages(config, ds)
         self.planned = [s.planned_steps(run.batch_size) for s in self.stages]
@@ -126,29 +128,6 @@ class Trainer:
         self.replicated = NamedSharding(self.mesh, P())
         # Batch-like arrays: P("data") = split axis 0 (examples) over devices, other axes whole.
         self.batch_sharding = NamedSharding(self.mesh, P("data"))
-
-    # ------------------------------------------------------------------ validation of the run folder
-
-    def _check_workdir(self) -> None:
-        path = os.path.join(self.workdir, CONFIG_FILE)
-        if os.path.exists(self.workdir) and not os.path.isdir(self.workdir):
-            raise ValueError(f"workdir: got {self.workdir!r}, expected a folder (it is a file)")
-        if os.path.isfile(path):
-            try:
-                with open(path) as f:
-                    saved = TrainConfig.from_dict(json.load(f)).resolve().to_flat()
-            except (ValueError, TypeError) as err:
-                raise ValueError(f"workdir: {path} is not a TrainConfig ({err}); use another workdir") from None
-            new = self.config.to_flat()
-            for key in new:
-                if key not in RESUME_MAY_CHANGE and saved.get(key) != new[key]:
-                    raise ValueError(f"{key}: got {new[key]!r}, but workdir {self.workdir} holds a run with "
-                                     f"{key}={saved.get(key)!r}; resume with the same config or use another workdir")
-        else:
-            for name in (METRICS_FILE, CHECKPOINT_DIR, RESULTS_FILE):
-                if os.path.exists(os.path.join(self.workdir, name)):
-                    raise ValueError(f"workdir: {self.workdir!r} holds {name} but no {CONFIG_FILE}, expected an "
-                                     f"empty or new folder, or a run folder of attent train")
 
     # ------------------------------------------------------------------ jitted functions
 
@@ -308,7 +287,8 @@ class Trainer:
     def _run(self, ckpt: Checkpointer, log: "MetricsLog", on_step) -> dict:
         restored = self.restore(ckpt)
         state, meta = (self.init_state(), {}) if restored is None else restored
-        run = Session(self.config.run, self.config.optim.learning_rate, sum(sum(p) for p in self.planned), ckpt, log,
+        run = Session(self.config.run, self.config.optim.learning_rate, [s.epochs for s in self.stages],
+                      sum(sum(p) for p in self.planned), ckpt, log,
                       meta, resumed=restored is not None)
         train_data = [{k: self._put(v) for k, v in s.train.items()} for s in self.stages]
         test_data = [{k: self._put(v) for k, v in s.test.items()} for s in self.stages]
@@ -390,6 +370,10 @@ class Trainer:
             t0 = time.perf_counter()
             state = jax.block_until_ready(score(state, data))
             run.totals["time_scoring"] += time.perf_counter() - t0
+            # Every training loss in the table was checked finite at its flush, so a non-finite written
+            # score comes from this pass: stop before ranking it, as a NaN training loss stops the run.
+            non_finite = jax.jit(_non_finite_scores, out_shardings=self.replicated)(state["teacher"][si])
+            run.check_scores(stage, epoch, int(jax.device_get(non_finite)))
         t0 = time.perf_counter()
         # The teacher places its per-epoch scalars on one device; spreading them over the mesh is a
         # tiny device-to-device copy, allowed here (host<->device transfers stay disallowed).

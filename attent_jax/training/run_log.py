@@ -34,6 +34,9 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/Inf loss or parameters; the run stopped, its last checkpoint is good."""
 
 
+class NonFiniteScoreError(NonFiniteLossError):
+    """A scoring pass produced NaN/Inf per-example scores; the run stopped before ranking them."""
+
 
 class Session:
     """Host-side bookkeeping of one `Trainer.run`: the clock, counters, timers, logs and checkpoints.
@@ -45,12 +48,15 @@ class Session:
     in each checkpoint's JSON meta.
     """
 
-    def __init__(self, config: "RunConfig", learning_rate: float, total_steps: int, ckpt: Checkpointer,
-                 log: "MetricsLog", meta: dict, resumed: bool):
+    def __init__(self, config: "RunConfig", learning_rate: float, stage_epochs: list[int], total_steps: int,
+                 ckpt: Checkpointer, log: "MetricsLog", meta: dict, resumed: bool):
         # The run's config is read for what it shows (batch, progress bar); the lr is named in a NaN stop.
         self.config, self.learning_rate, self.ckpt, self.log = config, learning_rate, ckpt, log
         self.clock = {k: int(v) for k, v in meta.get("clock", new_clock()).items()}
-        log.truncate_after(self.clock["step"] if resumed else -1)
+        # The checkpoint's clock says how many epochs it has evaluated: an epoch without optimizer steps
+        # logs its eval record at the same step as the epoch before, so the step alone cannot tell.
+        evals = sum(stage_epochs[:self.clock["stage"]]) + self.clock["epoch"]
+        log.truncate_after(self.clock["step"] if resumed else -1, evals=evals if resumed else 0)
         self.totals = {k: float(meta.get(k, 0.0)) for k in ("wall_time", "time_scoring", "time_selecting")}
         self.examples_seen = int(meta.get("examples_seen", 0))
         self.n_active = int(meta.get("n_active", 0))
@@ -100,6 +106,18 @@ class Session:
         self.ckpt.save(self.clock["step"], state, meta)
         self.last_saved = self.clock["step"]
 
+    def check_scores(self, stage, epoch: int, non_finite: int) -> None:
+        """Stop before the teacher ranks a scoring pass that gave `non_finite` NaN/Inf scores."""
+        if non_finite:
+            raise NonFiniteScoreError(
+                f"a scoring pass gave {non_finite} non-finite (NaN/Inf) per-example scores before epoch {epoch} "
+                f"of stage {stage.name!r}; stopped: {self._last_good()}. Lower --learning-rate "
+                f"(got {self.learning_rate}) or set --grad-clip.")
+
+    def _last_good(self) -> str:
+        return (f"the last good checkpoint is step {self.last_saved} in {self.ckpt.directory}"
+                if self.last_saved is not None else "no checkpoint was saved")
+
     def flush(self, stage) -> None:
         """Fetch the pending metrics (explicitly), stop on NaN/Inf, log a record and update the bar."""
         if not self.pending:
@@ -109,8 +127,7 @@ class Session:
         bad = [i for i, v in enumerate(values) if not bool(v["finite"])]
         if bad:
             step = self.clock["step"] - len(values) + bad[0] + 1
-            where = (f"the last good checkpoint is step {self.last_saved} in {self.ckpt.directory}"
-                     if self.last_saved is not None else "no checkpoint was saved")
+            where = self._last_good()
             raise NonFiniteLossError(
                 f"training loss became {float(values[bad[0]]['loss'])} (or the parameters non-finite) at step {step}, "
                 f"epoch {self.clock['epoch']}; stopped: {where}. Lower --learning-rate "
@@ -155,10 +172,12 @@ class MetricsLog:
     def __init__(self, path: str, enabled: bool):
         self.path, self.enabled, self._file = path, enabled, None
 
-    def truncate_after(self, step: int) -> None:
+    def truncate_after(self, step: int, evals: int | None = None) -> None:
+        """Keep the records of steps <= `step` and, if `evals` is given, only the first `evals` eval records."""
         if not self.enabled:
             return
         kept = []
+        seen_evals = 0
         if os.path.exists(self.path):
             with open(self.path) as f:
                 for line in f:
@@ -166,8 +185,13 @@ class MetricsLog:
                         record = json.loads(line)
                     except json.JSONDecodeError:
                         continue  # a line cut short by a kill
-                    if record.get("step", 0) <= step:
-                        kept.append(line if line.endswith("\n") else line + "\n")
+                    if record.get("step", 0) > step:
+                        continue
+                    if record.get("event") == "eval":
+                        seen_evals += 1
+                        if evals is not None and seen_evals > evals:
+                            continue
+                    kept.append(line if line.endswith("\n") else line + "\n")
         write_atomic(self.path, "".join(kept))
         self._file = open(self.path, "a")
 
