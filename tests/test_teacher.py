@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attent_jax.teaching import selection
+from attent_jax.teaching import kernels, selection
 from attent_jax.teaching import teacher as teacher_mod
 from attent_jax.teaching.teacher import Teacher, TeacherConfig
 
@@ -187,7 +187,7 @@ def test_teacher_selection_matches_the_public_selector():
     scores = jnp.asarray(np.random.default_rng(1).normal(size=n_ex).astype(np.float32))
     state = teacher.update(state, jnp.arange(n_ex), scores)
     state, idx, _, n = teacher.plan_epoch(state, 1, 3)
-    k_sel, _ = teacher_mod._epoch_keys(state, 1)
+    k_sel, _ = kernels._epoch_keys(state, 1)
     want = selection.soft(k_sel, scores, n, temperature=0.5)
     assert set(np.asarray(idx[:n]).tolist()) == set(np.asarray(want).tolist())
 
@@ -276,7 +276,7 @@ def test_infobatch_weights_make_the_epoch_gradient_unbiased():
                       num_examples=n)
     state = teacher.update(teacher.init(_key()), jnp.arange(n), jnp.asarray(losses))
     draws = 4000
-    new, _, n_keep = jax.vmap(lambda e: teacher_mod._plan_infobatch(state, e, prune_ratio=0.5))(
+    new, _, n_keep = jax.vmap(lambda e: kernels._plan_infobatch(state, e, prune_ratio=0.5))(
         jnp.arange(draws, dtype=jnp.int32))
     kept = np.asarray(new.selected_N, np.float32)                      # (draws, N)
     w = np.asarray(new.weights_N)

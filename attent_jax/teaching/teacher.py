@@ -89,116 +89,17 @@ Example (a loop of your own; here the "losses" are made up):
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
-from attent_jax.teaching import schedules
-from attent_jax.teaching import selection
 from attent_jax.learner.validate import check_array, check_same_leading
-
-REGIMES = ("finetune", "scratch", "every_epoch", "infobatch", "full")
-EPOCH_KINDS = ("full", "select", "reuse", "infobatch")
-RESCORE = ("all", "unselected")
-
-
-@dataclasses.dataclass(frozen=True)
-class TeacherConfig:
-    regime: str = "scratch"              # one of REGIMES (see the module docstring)
-    selector: str = "soft"               # hard | soft | random | class_weight (attent_jax.teaching.selection)
-    temperature: float = 1.0             # soft: draws ∝ exp(loss / temperature); losses' scale matters
-    normalize_scores: bool = False       # soft: standardize losses ((s − mean) / std) first (off = the paper)
-    ratio_schedule: str = "incremental"  # fixed | incremental | cosine: r(p), share of data per selected epoch
-    ratio: float = 0.7                   # r for "fixed" (Appendix C fine-tuning keeps the top 70%)
-    ratio_start: float = 0.2             # r(0) for incremental/cosine (Appendix C: 20% → 80%)
-    ratio_end: float = 0.8               # r(1) for incremental/cosine
-    interval_schedule: str = "incremental"  # fixed | incremental: epochs between re-selections (scratch)
-    interval: int = 2                    # k for "fixed": re-select every `interval` epochs
-    interval_min: int = 1                # k(0) for "incremental" (Table 3: a growing interval saves time)
-    interval_max: int = 10               # k(1) for "incremental"
-    full_epochs_per_cycle: int = 0       # scratch: all-data epochs closing each cycle (0 = selected only)
-    final_full_share: float = 0.0        # scratch: the last share of epochs trains on all data (0 = the paper;
-                                         # InfoBatch anneals with 0.125)
-    greedy_full_scoring: bool = True     # every_epoch: re-score all before each selection (Algorithm 1)
-    infobatch_prune_ratio: float = 0.5   # InfoBatch r: share of below-mean examples pruned per epoch
-    infobatch_anneal: float = 0.125      # InfoBatch δ: the last share of epochs trains on all data
-    rescore: str = "all"                 # scoring passes score all (Algorithm 1) | unselected (cheaper: the subset's
-                                         # examples keep the losses of their own training steps)
-    seed: int = 0                        # PRNG seed used by Teacher.init() when no key is given
-
-    def __post_init__(self):
-        def one_of(name, allowed):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}: got {getattr(self, name)!r}, expected one of {allowed}")
-
-        def number(name, lo, hi, lo_open, hi_open):
-            v = getattr(self, name)
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            ok = ok and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-            if not ok:
-                rng = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-                raise ValueError(f"{name}: got {v!r}, expected a number in {rng}")
-
-        def integer(name, lo):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                raise ValueError(f"{name}: got {v!r}, expected an int >= {lo}")
-
-        one_of("regime", REGIMES)
-        one_of("selector", selection.SELECTORS)
-        one_of("ratio_schedule", schedules.RATIO_SCHEDULES)
-        one_of("interval_schedule", schedules.INTERVAL_SCHEDULES)
-        one_of("rescore", RESCORE)
-        number("temperature", 0.0, math.inf, True, True)
-        for name in ("ratio", "ratio_start", "ratio_end"):
-            number(name, 0.0, 1.0, True, False)
-        for name in ("interval", "interval_min", "interval_max"):
-            integer(name, 1)
-        if self.interval_max < self.interval_min:
-            raise ValueError(f"interval_max: got {self.interval_max!r}, expected >= interval_min ({self.interval_min})")
-        integer("full_epochs_per_cycle", 0)
-        number("final_full_share", 0.0, 1.0, False, True)
-        number("infobatch_prune_ratio", 0.0, 1.0, False, True)
-        number("infobatch_anneal", 0.0, 1.0, False, False)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ValueError(f"seed: got {self.seed!r}, expected an int")
-
-    @classmethod
-    def paper_finetune(cls, **overrides) -> "TeacherConfig":
-        """Appendix C, LLM fine-tuning: all data in epoch 1, then the top 70% by loss."""
-        return cls(**{"regime": "finetune", "selector": "hard", "ratio_schedule": "fixed", "ratio": 0.7, **overrides})
-
-    @classmethod
-    def paper_scratch(cls, **overrides) -> "TeacherConfig":
-        """Appendix C / Table 2, training from scratch: Soft, ratio 20% → 80%, growing interval."""
-        return cls(**{"regime": "scratch", "selector": "soft", "ratio_schedule": "incremental",
-                      "interval_schedule": "incremental", **overrides})
-
-
-@struct.dataclass
-class TeacherState:
-    """The teacher's device state: a pytree of arrays (checkpoint with Orbax, shard along N).
-
-    scores_N: float32 latest loss of each example; +inf until first seen.
-    seen_N: bool, whether the example's score has been written.
-    selected_N: bool, the current selected subset (held across a scratch cycle).
-    weights_N: float32 per-example loss weights of the latest planned epoch.
-    epoch: int32 scalar, the number of the next epoch to plan (schedule position).
-    key: uint32 raw PRNG key data (`jax.random.key_data`), the run's base key;
-        stored raw so any checkpointer saves it as a plain array.
-    key_impl: the PRNG implementation's name (static, not an array), to re-wrap `key`.
-    """
-    scores_N: jax.Array
-    seen_N: jax.Array
-    selected_N: jax.Array
-    weights_N: jax.Array
-    epoch: jax.Array
-    key: jax.Array
-    key_impl: str = struct.field(pytree_node=False, default="threefry2x32")
+from attent_jax.teaching import schedules, selection
+from attent_jax.teaching.kernels import (_MODES, TeacherState, _device_int, _plan,  # noqa: F401
+                                         _plan_infobatch, _update)
+from attent_jax.teaching.teacher_config import EPOCH_KINDS, REGIMES, RESCORE, TeacherConfig  # noqa: F401
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,74 +110,6 @@ class EpochPlan:
     n_active: int | None       # examples trained on; None for infobatch (decided on device)
     ratio: float | None        # r(p) behind n_active for select/reuse epochs
     needs_full_scoring: bool   # run a scoring pass over all N examples before plan_epoch
-
-
-# ---------------------------------------------------------------------------- device kernels
-
-def _epoch_keys(state: TeacherState, epoch):
-    key = jax.random.wrap_key_data(state.key, impl=state.key_impl)
-    return jax.random.split(jax.random.fold_in(key, epoch))
-
-
-def _active_first(key, active_N):
-    """A random permutation of 0..N-1 with the active examples first, each group shuffled."""
-    perm_N = jax.random.permutation(key, active_N.shape[0]).astype(jnp.int32)
-    return perm_N[jnp.argsort(jnp.logical_not(active_N[perm_N]).astype(jnp.int32), stable=True)]
-
-
-_MODES = {"full": 0, "reuse": 1, "select": 2}
-
-
-@functools.partial(jax.jit, static_argnames=("selector", "temperature", "normalize"))
-def _plan(state: TeacherState, epoch, mode, n, log_weights_N, *, selector, temperature, normalize):
-    """One kernel for full, reuse and select epochs (`mode`, traced), so a run compiles it once.
-
-    Select ranks all examples by the selector's priority with a full argsort and
-    keeps the first `n` (traced, so a changing ratio never recompiles); the
-    public selectors take top_k of the same priority. Full and reuse epochs
-    compute the ranking too and discard it: an O(N log N) sort per epoch.
-    """
-    k_sel, k_shuf = _epoch_keys(state, epoch)
-    pri_N = selection.priority(selector, k_sel, state.scores_N, temperature=temperature,
-                               normalize=normalize, log_weights_N=log_weights_N)
-    order_N = selection.ranking(pri_N)   # NaN last, as in every selector
-    rank_N = jnp.zeros_like(order_N).at[order_N].set(jnp.arange(order_N.shape[0], dtype=order_N.dtype))
-    selected_N = jnp.where(mode == _MODES["select"], rank_N < n, state.selected_N)
-    active_N = selected_N | (mode == _MODES["full"])
-    new = state.replace(selected_N=selected_N, weights_N=jnp.ones_like(state.weights_N), epoch=epoch + 1)
-    return new, _active_first(k_shuf, active_N)
-
-
-@functools.partial(jax.jit, static_argnames=("prune_ratio",))
-def _plan_infobatch(state: TeacherState, epoch, *, prune_ratio):
-    k_prune, k_shuf = _epoch_keys(state, epoch)
-    seen_N, scores_N = state.seen_N, state.scores_N
-    # The ranking rule of `selection`: the mean is over finite scores, +inf ranks above it (never pruned),
-    # −inf and NaN below it (prunable, the lowest priority), so one NaN does not make every comparison false.
-    counted_N = seen_N & jnp.isfinite(scores_N)
-    mean = jnp.sum(jnp.where(counted_N, scores_N, 0.0)) / jnp.maximum(jnp.sum(counted_N), 1)
-    below_N = seen_N & ((scores_N < mean) | jnp.isnan(scores_N))
-    pruned_N = below_N & (jax.random.uniform(k_prune, below_N.shape) < prune_ratio)
-    keep_N = jnp.logical_not(pruned_N)
-    weights_N = jnp.where(below_N & keep_N, 1.0 / (1.0 - prune_ratio), 1.0).astype(state.weights_N.dtype)
-    new = state.replace(selected_N=keep_N, weights_N=weights_N, epoch=epoch + 1)
-    return new, _active_first(k_shuf, keep_N), jnp.sum(keep_N, dtype=jnp.int32)
-
-
-@jax.jit
-def _update(state: TeacherState, idx_B, losses_B, valid_B):
-    n = state.scores_N.shape[0]
-    idx_B = idx_B.astype(jnp.int32)
-    if valid_B is not None:
-        idx_B = jnp.where(valid_B, idx_B, n)   # out of range: dropped by the scatter
-    return state.replace(
-        scores_N=state.scores_N.at[idx_B].set(losses_B.astype(state.scores_N.dtype), mode="drop"),
-        seen_N=state.seen_N.at[idx_B].set(True, mode="drop"))
-
-
-def _device_int(x: int):
-    # Explicit transfer: an implicit one (a Python int as a jit argument) fails under transfer_guard.
-    return jax.device_put(np.int32(x))
 
 
 # ---------------------------------------------------------------------------- the teacher

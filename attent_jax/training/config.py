@@ -49,7 +49,7 @@ import os
 import re
 
 from attent_jax.teaching import schedules, selection
-from attent_jax.teaching.teacher import REGIMES, TeacherConfig
+from attent_jax.teaching.teacher_config import REGIMES, TeacherConfig
 from attent_jax.training._checks import at_least, check_types, in_range, number_or_name, one_of
 
 TASKS = ("teach", "mnist1d", "charlm", "arith")
