@@ -221,7 +221,7 @@ def test_variants_change_only_what_they_name():
 def test_attent_temperature_reaches_the_soft_selector_only():
     import dataclasses
     config = dataclasses.replace(from_scratch.QUICK, attent_temperature=0.25)
-    assert from_scratch.train_config(config, "attent", 0).temperature == 0.25
-    assert from_scratch.train_config(from_scratch.QUICK, "attent", 0).temperature == 1.0
+    assert from_scratch.train_config(config, "attent", 0).selection.temperature == 0.25
+    assert from_scratch.train_config(from_scratch.QUICK, "attent", 0).selection.temperature == 1.0
     with pytest.raises(ValueError, match="attent_temperature: got 0.0"):
         dataclasses.replace(from_scratch.QUICK, attent_temperature=0.0)
