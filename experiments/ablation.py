@@ -15,7 +15,7 @@ to fit its 13 runs into 30 minutes on 2 CPU cores; its accuracy differences
 are therefore single-seed numbers (the per-epoch noise of a 4000-example test
 set is about ±0.4 points).
 
-Reported per combination: training time (`experiments.common`, "Timing":
+Reported per combination: training time (`experiments.timing`, "Timing":
 steps + scoring + selection, no compilation or evaluation), scoring passes the
 schedule asks for, scoring + selection time, final test accuracy, fraction of
 the all-data run's examples seen; and the paper's two claims as measured
@@ -41,7 +41,7 @@ import sys
 
 import numpy as np
 
-from . import common
+from . import common, stats, timing
 
 NAME = "ablation"
 RATIOS = ("cosine", "incremental")
@@ -90,9 +90,9 @@ def combinations(config: Config) -> list[tuple[str, str, str]]:
 def train_config(config: Config, combo, seed: int):
     """The `TrainConfig` of a (ratio, interval, selector) combination, or of the all-data run (combo None)."""
     if combo is None:
-        return common.mnist1d_config(config, seed, selection="none")
+        return timing.mnist1d_config(config, seed, selection="none")
     ratio, interval, selector = combo
-    return common.mnist1d_config(config, seed, selection=selector, regime="scratch", ratio=ratio,
+    return timing.mnist1d_config(config, seed, selection=selector, regime="scratch", ratio=ratio,
                                  interval=interval, interval_fixed=config.interval_fixed)
 
 
@@ -109,26 +109,26 @@ def run(config: Config, out_dir: str) -> dict:
         runs = []
         for seed in config.seeds:
             tc = train_config(config, combo, seed)
-            r = common.timed_run(tc, os.path.join(out_dir, "runs", f"{_name(combo)}_seed{seed}"))
+            r = timing.timed_run(tc, os.path.join(out_dir, "runs", f"{_name(combo)}_seed{seed}"))
             runs.append(r)
         st = [r["stages"]["train"] for r in runs]
         row = {"ratio": combo[0] if combo else "—", "interval": combo[1] if combo else "—",
                "selector": combo[2] if combo else "all data",
-               "scoring_passes": common.scoring_passes(train_config(config, combo, config.seeds[0])),
+               "scoring_passes": timing.scoring_passes(train_config(config, combo, config.seeds[0])),
                "train_time_s": [s["train_time_s"] for s in st],
                "scoring_plus_selection_s": [s["scoring_s"] + s["selection_s"] for s in st],
-               "final_accuracy_pct": [100.0 * common.final(r, "eval_accuracy") for r in runs],
+               "final_accuracy_pct": [100.0 * timing.final(r, "eval_accuracy") for r in runs],
                "fraction_seen": [s["fraction_seen"] for s in st],
                "runs": [{k: r[k] for k in ("config", "result", "epochs", "stages", "compile_s", "workdir")}
                         for r in runs]}
         rows.append(row)
-        print(f"[{NAME}] {_name(combo):>28s}: train {common.fmt_mean_std(row['train_time_s'], 1)}s, acc "
-              f"{common.fmt_mean_std(row['final_accuracy_pct'], 2)}%, seen "
-              f"{common.fmt_mean_std(row['fraction_seen'], 3)}, scoring passes {row['scoring_passes']}", flush=True)
+        print(f"[{NAME}] {_name(combo):>28s}: train {stats.fmt_mean_std(row['train_time_s'], 1)}s, acc "
+              f"{stats.fmt_mean_std(row['final_accuracy_pct'], 2)}%, seen "
+              f"{stats.fmt_mean_std(row['fraction_seen'], 3)}, scoring passes {row['scoring_passes']}", flush=True)
     claims = check_claims(rows)
     payload = {"experiment": NAME, "paper": "Table 3", "config": dataclasses.asdict(config), "environment": env,
                "timing": "optimizer steps + scoring + selection; compilation, evaluation, checkpoints excluded "
-                         "(experiments/common.py)",
+                         "(experiments/timing.py)",
                "rows": rows, "claims": claims}
     figure = plot(rows, out_dir)
     paths = common.write_outputs(out_dir, NAME, payload, markdown(config, env, rows, claims))
@@ -144,7 +144,7 @@ def check_claims(rows: list[dict]) -> list[dict]:
     claims = []
 
     def mean_of(rs, key):
-        return float(np.mean([common.mean_std(r[key])[0] for r in rs])) if rs else float("nan")
+        return float(np.mean([stats.mean_std(r[key])[0] for r in rs])) if rs else float("nan")
 
     fixed = [r for r in sel if r["interval"] == "fixed"]
     incr = [r for r in sel if r["interval"] == "incremental"]
@@ -172,9 +172,9 @@ def check_claims(rows: list[dict]) -> list[dict]:
 def markdown(config: Config, env: dict, rows: list[dict], claims: list[dict]) -> str:
     headers = ["ratio", "interval", "selection", "training time (s)", "scoring passes", "scoring + selection (s)",
                "final test acc. (%)", "fraction of examples seen"]
-    table = [[r["ratio"], r["interval"], r["selector"], common.fmt_mean_std(r["train_time_s"], 1),
-              r["scoring_passes"], common.fmt_mean_std(r["scoring_plus_selection_s"], 2),
-              common.fmt_mean_std(r["final_accuracy_pct"], 2), common.fmt_mean_std(r["fraction_seen"], 3)]
+    table = [[r["ratio"], r["interval"], r["selector"], stats.fmt_mean_std(r["train_time_s"], 1),
+              r["scoring_passes"], stats.fmt_mean_std(r["scoring_plus_selection_s"], 2),
+              stats.fmt_mean_std(r["final_accuracy_pct"], 2), stats.fmt_mean_std(r["fraction_seen"], 3)]
              for r in rows]
     lines = ["# Ablation of AtteNT's ratio, interval and selector (paper Table 3, CPU scale)\n",
              f"MNIST-1D, {config.num_train} training / {config.num_test} test examples, {config.epochs} epochs, "
@@ -183,7 +183,7 @@ def markdown(config: Config, env: dict, rows: list[dict], claims: list[dict]) ->
              + (" (one seed: single-run numbers)" if len(config.seeds) == 1 else "") + ".\n",
              f"Measured on: {common.environment_line(env)}.\n",
              "Training time = optimizer steps + scoring + selection; compilation, evaluation and checkpoints "
-             "excluded.\n", common.markdown_table(headers, table), ""]
+             "excluded.\n", stats.markdown_table(headers, table), ""]
     lines += [f"- {c['text']}" for c in claims]
     return "\n".join(lines) + "\n"
 
@@ -192,8 +192,8 @@ def plot(rows: list[dict], out_dir: str) -> str:
     plt = common.pyplot()
     labels = [("all data" if r["selector"] == "all data" else f"{r['ratio'][:3]}/{r['interval'][:4]}/{r['selector']}")
               for r in rows]
-    t = [common.mean_std(r["train_time_s"]) for r in rows]
-    a = [common.mean_std(r["final_accuracy_pct"]) for r in rows]
+    t = [stats.mean_std(r["train_time_s"]) for r in rows]
+    a = [stats.mean_std(r["final_accuracy_pct"]) for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     x = np.arange(len(rows))
     axes[0].bar(x, [m for m, _ in t], yerr=[s for _, s in t], color="tab:blue")

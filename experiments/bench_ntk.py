@@ -42,7 +42,7 @@ import time
 
 import numpy as np
 
-from . import common
+from . import common, stats, timing
 
 NAME = "bench_ntk"
 IMPLEMENTATIONS = ("jacobian", "ntvp", "analytic")
@@ -157,7 +157,7 @@ def run(config: BenchConfig, out_dir: str) -> dict:
                 runs[impl] = {"skipped": True, "predicted_s": predicted}
                 continue
             ntk = empirical_ntk_fn(f, implementation=impl, learner_config=learner, batch_size=chunk)
-            with common.CompileLog() as log:
+            with timing.CompileLog() as log:
                 kernel, cold, rss = _timed(ntk, x, params)
             r = runs[impl] = {"ntk": ntk, "cold_s": cold, "compile_s": log.total(), "kernel": kernel,
                               "times": [], "rss": []}
@@ -251,7 +251,7 @@ def _row_text(r):
 
 
 def _markdown(config, env, rows, target):
-    met = common.verdict(target["met"])
+    met = stats.verdict(target["met"])
     speed = "not measured" if target["speedup"] is None else f"{target['speedup']:.1f}× (best times)"
     return (f"# Attention NTK: implementation benchmark\n\n"
             f"n = {config.seq_len}, d = {config.d_in}, d' = {config.d_qk}, o = 1, H = 1, float32, x2 = None, "
@@ -262,7 +262,7 @@ def _markdown(config, env, rows, target):
             f"XLA mem = temp + arguments + output of the compiled program (chunked: one block's program + the full "
             f"output); ΔRSS = sampled peak resident memory above the level before the call.\n\n"
             f"{common.environment_line(env)}\n\n"
-            + common.markdown_table(HEADERS, [_cells(r) for r in rows])
+            + stats.markdown_table(HEADERS, [_cells(r) for r in rows])
             + f"\nanalytic vs jacobian at N = {TARGET_N}: {speed} (target ≥ {TARGET_SPEEDUP:.0f}×: {met})\n")
 
 

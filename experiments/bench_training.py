@@ -15,7 +15,7 @@ with all data, and reports for each:
 - how close its time comes to its ideal: the all-data run's time × the fraction
   of examples it trains on (time / ideal; 1 = no overhead beyond its examples).
 
-"Training time" is `experiments.common`'s ("Timing": optimizer steps + scoring
+"Training time" is `experiments.timing`'s ("Timing": optimizer steps + scoring
 + selection, compilation and evaluation excluded). 8 devices are simulated on
 the CPU (a subprocess with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``):
 they share the same cores, so their throughput measures the sharded code path's
@@ -42,7 +42,7 @@ import sys
 
 import numpy as np
 
-from . import common
+from . import common, stats, timing
 
 NAME = "bench_training"
 METHODS = ("all_data", "hard", "soft", "random", "class_weight")
@@ -90,11 +90,11 @@ QUICK = Config(num_train=400, num_test=200, epochs=3, batch_size=32, width=32, d
 
 def train_config(config: Config, method: str, seed: int):
     if method == "all_data":
-        return common.mnist1d_config(config, seed, selection="none")
+        return timing.mnist1d_config(config, seed, selection="none")
     if method == "soft_partial_rescore":
-        return common.mnist1d_config(config, seed, selection="soft", regime=config.regime, ratio="incremental",
+        return timing.mnist1d_config(config, seed, selection="soft", regime=config.regime, ratio="incremental",
                                      interval="incremental", rescore="unselected")
-    return common.mnist1d_config(config, seed, selection=method, regime=config.regime,
+    return timing.mnist1d_config(config, seed, selection=method, regime=config.regime,
                                  ratio="incremental", interval="incremental")
 
 
@@ -110,10 +110,10 @@ def measure(config: Config, out_dir: str) -> list[dict]:
     rows = []
     for method in config.methods:
         row = {"devices": d, "method": method, "seeds": list(config.seeds),
-               "scoring_passes": common.scoring_passes(train_config(config, method, config.seeds[0])),
+               "scoring_passes": timing.scoring_passes(train_config(config, method, config.seeds[0])),
                **{k: [] for k in _PER_SEED}}
         for seed in config.seeds:
-            r = common.timed_run(train_config(config, method, seed),
+            r = timing.timed_run(train_config(config, method, seed),
                                  os.path.join(out_dir, "runs", f"d{d}_{method}_seed{seed}"))
             st = r["stages"]["train"]
             per_epoch = [(e["scoring_s"] + e["selection_s"]) / max(e["steps_s"] + e["scoring_s"] + e["selection_s"],
@@ -124,7 +124,7 @@ def measure(config: Config, out_dir: str) -> list[dict]:
                       "library_examples_per_s": r["result"].get("examples_per_s") or float("nan"),
                       "overhead_share": (st["scoring_s"] + st["selection_s"]) / st["train_time_s"],
                       "worst_epoch_share": max(per_epoch),
-                      "final_accuracy_pct": 100.0 * common.final(r, "eval_accuracy"), "compile_s": r["compile_s"]}
+                      "final_accuracy_pct": 100.0 * timing.final(r, "eval_accuracy"), "compile_s": r["compile_s"]}
             for k in _PER_SEED:
                 row[k].append(values[k])
             print(f"[{NAME}] {d} device(s) {method:>12s} seed {seed}: {values['throughput']:.0f} ex/s, scoring+"
@@ -137,7 +137,7 @@ def measure(config: Config, out_dir: str) -> list[dict]:
 def worker(config_json: str, out_dir: str, result_path: str, cache_dir: str = "") -> None:
     """Entry point of the subprocess that measures on simulated devices (its XLA_FLAGS set by the parent)."""
     config = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(config_json).items()})
-    with common.compile_cache(cache_dir or None):
+    with timing.compile_cache(cache_dir or None):
         rows = measure(config, out_dir)
     with open(result_path, "w") as f:
         json.dump({"rows": rows, "environment": common.environment(config.seeds)}, f)
@@ -186,27 +186,27 @@ def run(config: Config, out_dir: str) -> dict:
                                      else None)
                 r["time_over_ideal"] = ([t / i for t, i in zip(r["train_time_s"], r["ideal_time_s"])] if base
                                         else None)
-                r["share_pass"] = bool(common.mean_std(r["overhead_share"])[0] <= config.target_share)
+                r["share_pass"] = bool(stats.mean_std(r["overhead_share"])[0] <= config.target_share)
     payload = {"experiment": NAME, "config": dataclasses.asdict(config), "environment": env,
                "environment_by_devices": environments,
                "timing": "optimizer steps + scoring + selection; compilation, evaluation, checkpoints excluded "
-                         "(experiments/common.py)",
+                         "(experiments/timing.py)",
                "rows": rows}
     figure = plot(config, rows, out_dir)
     paths = common.write_outputs(out_dir, NAME, payload, markdown(config, env, rows))
     for r in rows:
         if r["method"] != "all_data":
-            ideal = common.fmt_mean_std(r["time_over_ideal"], 3) if r["time_over_ideal"] else "—"
+            ideal = stats.fmt_mean_std(r["time_over_ideal"], 3) if r["time_over_ideal"] else "—"
             print(f"[{NAME}] {r['devices']} device(s) {r['method']}: scoring+selection "
-                  f"{common.fmt_mean_std(r['overhead_share'], 4, 100.0)}% of training time (target <= "
-                  f"{100 * config.target_share:.0f}%: {common.verdict(r['share_pass'])}); time / ideal = {ideal}")
+                  f"{stats.fmt_mean_std(r['overhead_share'], 4, 100.0)}% of training time (target <= "
+                  f"{100 * config.target_share:.0f}%: {stats.verdict(r['share_pass'])}); time / ideal = {ideal}")
     common.print_outputs(NAME, [paths["json"], paths["markdown"], figure])
     return payload
 
 
 def markdown(config: Config, env: dict, rows: list[dict]) -> str:
     def ms(values, digits, scale=1.0):
-        return common.fmt_mean_std(values, digits, scale) if values else "—"
+        return stats.fmt_mean_std(values, digits, scale) if values else "—"
 
     headers = ["devices", "method", "throughput (ex/s)", "library ex/s", "training time (s)", "scoring (s)",
                "selection (s)", "scoring passes", "scoring + selection (%)", "worst epoch (%)", "fraction seen",
@@ -214,7 +214,7 @@ def markdown(config: Config, env: dict, rows: list[dict]) -> str:
     table = [[r["devices"], r["method"], ms(r["throughput"], 0), ms(r["library_examples_per_s"], 0),
               ms(r["train_time_s"], 2), ms(r["scoring_s"], 3), ms(r["selection_s"], 3), r["scoring_passes"],
               ms(r["overhead_share"], 2, 100.0), ms(r["worst_epoch_share"], 2, 100.0), ms(r["fraction_seen"], 3),
-              ms(r["time_over_ideal"], 3), "—" if r["method"] == "all_data" else common.verdict(r["share_pass"])]
+              ms(r["time_over_ideal"], 3), "—" if r["method"] == "all_data" else stats.verdict(r["share_pass"])]
              for r in rows]
     return "\n".join([
         "# Training throughput and the cost of scoring and selection\n",
@@ -226,7 +226,7 @@ def markdown(config: Config, env: dict, rows: list[dict]) -> str:
         "Training time = optimizer steps + scoring + selection (compilation and evaluation excluded). Throughput = "
         "examples trained / optimizer-step time. Ideal time = the all-data run's time × the fraction of examples "
         "seen. PASS/MISS: the mean share of scoring + selection over the run.\n",
-        common.markdown_table(headers, table)]) + "\n"
+        stats.markdown_table(headers, table)]) + "\n"
 
 
 def plot(config: Config, rows: list[dict], out_dir: str) -> str:
@@ -236,10 +236,10 @@ def plot(config: Config, rows: list[dict], out_dir: str) -> str:
     x = np.arange(len(config.methods))
     for k, d in enumerate(config.devices):
         rs = {r["method"]: r for r in rows if r["devices"] == d}
-        stats = [[common.mean_std(rs[m][key] or []) for m in config.methods]
-                 for key in ("throughput", "overhead_share", "time_over_ideal")]
-        stats[1] = [(100 * m, 100 * s) for m, s in stats[1]]
-        for ax, v in zip(axes, stats):
+        bars = [[stats.mean_std(rs[m][key] or []) for m in config.methods]
+                for key in ("throughput", "overhead_share", "time_over_ideal")]
+        bars[1] = [(100 * m, 100 * s) for m, s in bars[1]]
+        for ax, v in zip(axes, bars):
             ax.bar(x + (k - (len(config.devices) - 1) / 2) * width, [m for m, _ in v], width, yerr=[s for _, s in v],
                    label=f"{d} device(s)")
     axes[1].axhline(100 * config.target_share, color="k", ls="--", lw=1, label="target")

@@ -27,7 +27,7 @@ arithmetic before. Both methods lay the learning-rate schedule out over
 epochs, so they use the same learning rate at every epoch.
 
 Reported per method, mean ± std over seeds: fine-tuning training time
-(`experiments.common`, "Timing": steps + scoring + selection, no compilation
+(`experiments.timing`, "Timing": steps + scoring + selection, no compilation
 or evaluation), final exact match and token accuracy on the held-out
 questions, fraction of the baseline's examples seen, and AtteNT's time over
 the baseline's next to its ideal: that fraction (≈ (1 + 0.7·(E − 1)) / E), the
@@ -55,7 +55,7 @@ import sys
 import numpy as np
 
 from attent_jax.training.run_log import write_atomic
-from . import common
+from . import common, stats, timing
 
 NAME = "finetune"
 METHODS = ("all_data", "attent")
@@ -144,20 +144,20 @@ def run(config: Config, out_dir: str) -> dict:
     for seed in config.seeds:
         for method in METHODS:
             workdir = os.path.join(out_dir, "runs", f"{method}_seed{seed}")
-            r = common.timed_run(train_config(config, method, seed, text), workdir)
+            r = timing.timed_run(train_config(config, method, seed, text), workdir)
             runs[method].append(r)
             st = r["stages"]["finetune"]
             print(f"[{NAME}] {method:>8s} seed {seed}: fine-tune {st['train_time_s']:.1f}s, exact match "
-                  f"{common.final(r, 'exact_match', 'finetune'):.3f}, seen {st['fraction_seen']:.2f}, "
+                  f"{timing.final(r, 'exact_match', 'finetune'):.3f}, seen {st['fraction_seen']:.2f}, "
                   f"process {r['process_s']:.1f}s", flush=True)
     summary = {}
     for method, rs in runs.items():
         st = [r["stages"]["finetune"] for r in rs]
         summary[method] = {
             "train_time_s": [s["train_time_s"] for s in st],
-            "exact_match_pct": [100.0 * common.final(r, "exact_match", "finetune") for r in rs],
-            "token_accuracy_pct": [100.0 * common.final(r, "eval_accuracy", "finetune") for r in rs],
-            "final_loss": [common.final(r, "eval_loss", "finetune") for r in rs],
+            "exact_match_pct": [100.0 * timing.final(r, "exact_match", "finetune") for r in rs],
+            "token_accuracy_pct": [100.0 * timing.final(r, "eval_accuracy", "finetune") for r in rs],
+            "final_loss": [timing.final(r, "eval_loss", "finetune") for r in rs],
             "fraction_seen": [s["fraction_seen"] for s in st],
             "scoring_plus_selection_s": [s["scoring_s"] + s["selection_s"] for s in st],
             "seeds": list(config.seeds)}
@@ -165,12 +165,12 @@ def run(config: Config, out_dir: str) -> dict:
     checks = {
         "time_ratio_per_seed": [x / y for x, y in zip(a["train_time_s"], b["train_time_s"])],
         # A method whose cost is proportional to its examples would take this share of the baseline's time.
-        "ideal_time_ratio": common.mean_std(a["fraction_seen"])[0],
-        "exact_match_gap_points": common.mean_std(a["exact_match_pct"])[0] - common.mean_std(b["exact_match_pct"])[0]}
+        "ideal_time_ratio": stats.mean_std(a["fraction_seen"])[0],
+        "exact_match_gap_points": stats.mean_std(a["exact_match_pct"])[0] - stats.mean_std(b["exact_match_pct"])[0]}
     checks["time_ratio"] = float(np.mean(checks["time_ratio_per_seed"]))
     payload = {"experiment": NAME, "paper": "Table 1", "config": dataclasses.asdict(config), "environment": env,
                "timing": "fine-tuning stage: optimizer steps + scoring + selection; compilation, evaluation "
-                         "(greedy decoding), checkpoints excluded (experiments/common.py)",
+                         "(greedy decoding), checkpoints excluded (experiments/timing.py)",
                "summary": summary, "checks": checks,
                "runs": {m: [{k: r[k] for k in ("config", "result", "epochs", "stages", "compile_s", "process_s",
                                                 "workdir")} for r in rs] for m, rs in runs.items()}}
@@ -191,9 +191,9 @@ def _check_lines(checks: dict) -> list[str]:
 def markdown(config: Config, env: dict, summary: dict, checks: dict) -> str:
     headers = ["method", "fine-tuning time (s)", "exact match (%)", "token accuracy (%)", "test loss",
                "fraction of examples seen", "scoring + selection (s)"]
-    rows = [[LABELS[m], common.fmt_mean_std(s["train_time_s"], 1), common.fmt_mean_std(s["exact_match_pct"], 2),
-             common.fmt_mean_std(s["token_accuracy_pct"], 2), common.fmt_mean_std(s["final_loss"], 4),
-             common.fmt_mean_std(s["fraction_seen"], 3), common.fmt_mean_std(s["scoring_plus_selection_s"], 2)]
+    rows = [[LABELS[m], stats.fmt_mean_std(s["train_time_s"], 1), stats.fmt_mean_std(s["exact_match_pct"], 2),
+             stats.fmt_mean_std(s["token_accuracy_pct"], 2), stats.fmt_mean_std(s["final_loss"], 4),
+             stats.fmt_mean_std(s["fraction_seen"], 3), stats.fmt_mean_std(s["scoring_plus_selection_s"], 2)]
             for m, s in summary.items()]
     start = ("from random initialization (no pre-training)" if config.pretrain == "none" else
              f"pre-trained for {config.pretrain_epochs} epochs on {os.path.basename(config.pretrain)}")
@@ -205,7 +205,7 @@ def markdown(config: Config, env: dict, summary: dict, checks: dict) -> str:
              f"Measured on: {common.environment_line(env)}.\n",
              "Fine-tuning time = optimizer steps + scoring + selection of the fine-tuning stage; compilation, "
              "evaluation (greedy decoding) and checkpoints excluded.\n",
-             common.markdown_table(headers, rows), ""]
+             stats.markdown_table(headers, rows), ""]
     lines += [f"- {line}" for line in _check_lines(checks)]
     return "\n".join(lines) + "\n"
 

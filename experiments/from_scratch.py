@@ -22,7 +22,7 @@ it is also the one layout InfoBatch supports fully (its epoch sizes are
 decided on device).
 
 Reported per method, mean ± std over seeds: training time (what it includes:
-`experiments.common`, "Timing" — optimizer steps, scoring and selection;
+`experiments.timing`, "Timing" — optimizer steps, scoring and selection;
 compilation, evaluation and checkpoints excluded), the time to reach the
 baseline's final test accuracy (the mean over seeds of ``all_data``'s last
 epoch; one-epoch resolution), final test accuracy and the fraction of the
@@ -54,7 +54,7 @@ import sys
 
 import numpy as np
 
-from . import common
+from . import common, stats, timing
 
 NAME = "from_scratch"
 METHODS = ("all_data", "attent", "random", "infobatch")
@@ -121,27 +121,27 @@ QUICK = Config(num_train=400, num_test=200, epochs=3, batch_size=32, width=32, d
 def train_config(config: Config, method: str, seed: int):
     """The `TrainConfig` of one method and seed."""
     if method == "all_data":
-        return common.mnist1d_config(config, seed, selection="none")
+        return timing.mnist1d_config(config, seed, selection="none")
     # Every AtteNT method and its random control share the paper's scratch schedule (Soft, ratio 20% -> 80%,
     # growing interval); the variants change one thing each.
     scratch = dict(selection="soft", regime="scratch", ratio=config.attent_ratio, interval="incremental",
                    temperature=config.attent_temperature)
     if method == "attent_long":
-        return common.mnist1d_config(config, seed, **scratch, epochs=config.attent_epochs)
+        return timing.mnist1d_config(config, seed, **scratch, epochs=config.attent_epochs)
     if method == "attent_partial_rescore":
-        return common.mnist1d_config(config, seed, **scratch, rescore="unselected")
+        return timing.mnist1d_config(config, seed, **scratch, rescore="unselected")
     if method == "attent_lr_steps":
-        return common.mnist1d_config(config, seed, **scratch, lr_schedule_by="steps")
+        return timing.mnist1d_config(config, seed, **scratch, lr_schedule_by="steps")
     if method == "random_lr_steps":
-        return common.mnist1d_config(config, seed, **dict(scratch, selection="random"), lr_schedule_by="steps")
+        return timing.mnist1d_config(config, seed, **dict(scratch, selection="random"), lr_schedule_by="steps")
     if method == "attent_anneal":
-        return common.mnist1d_config(config, seed, **scratch, final_full_share=config.attent_anneal)
+        return timing.mnist1d_config(config, seed, **scratch, final_full_share=config.attent_anneal)
     if method == "attent":
-        return common.mnist1d_config(config, seed, **scratch)
+        return timing.mnist1d_config(config, seed, **scratch)
     if method == "random":
-        return common.mnist1d_config(config, seed, **dict(scratch, selection="random"))
+        return timing.mnist1d_config(config, seed, **dict(scratch, selection="random"))
     # The infobatch regime prunes by its own rule; the selector named here is unused.
-    return common.mnist1d_config(config, seed, selection="soft", regime="infobatch")
+    return timing.mnist1d_config(config, seed, selection="soft", regime="infobatch")
 
 
 def run(config: Config, out_dir: str) -> dict:
@@ -151,16 +151,16 @@ def run(config: Config, out_dir: str) -> dict:
     for seed in config.seeds:
         for method in config.methods:
             workdir = os.path.join(out_dir, "runs", f"{method}_seed{seed}")
-            r = common.timed_run(train_config(config, method, seed), workdir)
+            r = timing.timed_run(train_config(config, method, seed), workdir)
             runs[method].append(r)
             st = r["stages"]["train"]
             print(f"[{NAME}] {method:>9s} seed {seed}: train {st['train_time_s']:.1f}s, "
-                  f"acc {common.final(r, 'eval_accuracy'):.4f}, seen {st['fraction_seen']:.2f}, "
+                  f"acc {timing.final(r, 'eval_accuracy'):.4f}, seen {st['fraction_seen']:.2f}, "
                   f"compile {r['compile_s']:.1f}s, process {r['process_s']:.1f}s", flush=True)
     summary, checks = summarize(config, runs)
     payload = {"experiment": NAME, "paper": "Table 2", "config": dataclasses.asdict(config), "environment": env,
                "timing": "optimizer steps + scoring + selection; compilation, evaluation, checkpoints excluded "
-                         "(experiments/common.py)",
+                         "(experiments/timing.py)",
                "summary": summary, "checks": checks,
                "runs": {m: [_slim(r) for r in rs] for m, rs in runs.items()}}
     figures = plot(runs, out_dir)
@@ -175,18 +175,18 @@ def summarize(config: Config, runs: dict) -> tuple[dict, dict]:
     """Per-method mean ± std and the targets' checks."""
     summary, checks = {}, {}
     base = runs.get("all_data")
-    target = common.mean_std([common.final(r, "eval_accuracy") for r in base])[0] if base else float("nan")
+    target = stats.mean_std([timing.final(r, "eval_accuracy") for r in base])[0] if base else float("nan")
     for method, rs in runs.items():
         times = [r["stages"]["train"]["train_time_s"] for r in rs]
-        reach = [common.time_to_target(r, "eval_accuracy", target) for r in rs]
+        reach = [timing.time_to_target(r, "eval_accuracy", target) for r in rs]
         # Supplementary (not a target): the time to come within the accuracy-gap tolerance of the target.
-        near = [common.time_to_target(r, "eval_accuracy", target + config.target_accuracy_gap / 100.0) for r in rs]
-        acc = [100.0 * common.final(r, "eval_accuracy") for r in rs]
+        near = [timing.time_to_target(r, "eval_accuracy", target + config.target_accuracy_gap / 100.0) for r in rs]
+        acc = [100.0 * timing.final(r, "eval_accuracy") for r in rs]
         summary[method] = {
             "train_time_s": times, "time_to_target_s": [x["time_s"] for x in reach],
             "epoch_reached": [x["epoch"] for x in reach], "final_accuracy_pct": acc,
             "time_to_near_target_s": [x["time_s"] for x in near],
-            "final_loss": [common.final(r, "eval_loss") for r in rs],
+            "final_loss": [timing.final(r, "eval_loss") for r in rs],
             "fraction_seen": [r["stages"]["train"]["fraction_seen"] for r in rs],
             "scoring_s": [r["stages"]["train"]["scoring_s"] for r in rs],
             "selection_s": [r["stages"]["train"]["selection_s"] for r in rs],
@@ -206,14 +206,14 @@ def _target_checks(config: Config, summary: dict, method: str) -> dict:
     b, a = summary["all_data"], summary[method]
     ratios = [t / bt for t, bt in zip(a["time_to_target_s"], b["train_time_s"])]
     ratio = float(np.mean(ratios))  # NaN (unreached) in any seed makes it NaN: a MISS
-    gap = common.mean_std(a["final_accuracy_pct"])[0] - common.mean_std(b["final_accuracy_pct"])[0]
+    gap = stats.mean_std(a["final_accuracy_pct"])[0] - stats.mean_std(b["final_accuracy_pct"])[0]
     return {"time_ratio_per_seed": ratios, "time_ratio": ratio,
             "time_ratio_target": config.target_time_ratio, "time_ratio_pass": bool(ratio <= config.target_time_ratio),
             "time_ratio_stretch": config.stretch_time_ratio,
             "time_ratio_stretch_pass": bool(ratio <= config.stretch_time_ratio),
             "accuracy_gap_points": gap, "accuracy_gap_target": config.target_accuracy_gap,
             "accuracy_gap_pass": bool(gap >= config.target_accuracy_gap),
-            "total_time_ratio": common.mean_std(a["train_time_s"])[0] / common.mean_std(b["train_time_s"])[0],
+            "total_time_ratio": stats.mean_std(a["train_time_s"])[0] / stats.mean_std(b["train_time_s"])[0],
             "near_time_ratio": float(np.mean([t / bt for t, bt in zip(a["time_to_near_target_s"],
                                                                       b["train_time_s"])]))}
 
@@ -231,10 +231,10 @@ def _check_lines(checks: dict) -> list[str]:
 def _method_check_lines(checks: dict, name: str, target_pct: float) -> list[str]:
     return [f"{name} time to baseline accuracy ({target_pct:.2f}%) / baseline time = "
             f"{_ratio_text(checks['time_ratio'])} "
-            f"(target <= {checks['time_ratio_target']}: {common.verdict(checks['time_ratio_pass'])}; "
-            f"stretch <= {checks['time_ratio_stretch']}: {common.verdict(checks['time_ratio_stretch_pass'])})",
+            f"(target <= {checks['time_ratio_target']}: {stats.verdict(checks['time_ratio_pass'])}; "
+            f"stretch <= {checks['time_ratio_stretch']}: {stats.verdict(checks['time_ratio_stretch_pass'])})",
             f"{name} final accuracy - baseline = {checks['accuracy_gap_points']:+.2f} points "
-            f"(target >= {checks['accuracy_gap_target']}: {common.verdict(checks['accuracy_gap_pass'])})",
+            f"(target >= {checks['accuracy_gap_target']}: {stats.verdict(checks['accuracy_gap_pass'])})",
             f"{name} total training time / baseline = {checks['total_time_ratio']:.3f}",
             f"(supplementary) {name} time to within {-checks['accuracy_gap_target']} points of the baseline "
             f"accuracy / baseline time = {_ratio_text(checks['near_time_ratio'])}"]
@@ -251,11 +251,11 @@ def markdown(config: Config, env: dict, summary: dict, checks: dict) -> str:
                "fraction of examples seen", "scoring + selection (s)"]
     rows = []
     for m, s in summary.items():
-        rows.append([LABELS[m], common.fmt_mean_std(s["train_time_s"], 1),
-                     common.fmt_mean_std(s["time_to_target_s"], 1), common.fmt_mean_std(s["time_to_near_target_s"], 1),
-                     common.fmt_mean_std(s["final_accuracy_pct"], 2),
-                     common.fmt_mean_std(s["fraction_seen"], 3),
-                     common.fmt_mean_std([a + b for a, b in zip(s["scoring_s"], s["selection_s"])], 2)])
+        rows.append([LABELS[m], stats.fmt_mean_std(s["train_time_s"], 1),
+                     stats.fmt_mean_std(s["time_to_target_s"], 1), stats.fmt_mean_std(s["time_to_near_target_s"], 1),
+                     stats.fmt_mean_std(s["final_accuracy_pct"], 2),
+                     stats.fmt_mean_std(s["fraction_seen"], 3),
+                     stats.fmt_mean_std([a + b for a, b in zip(s["scoring_s"], s["selection_s"])], 2)])
     lines = ["# Training from scratch with and without AtteNT (paper Table 2, CPU scale)\n",
              f"MNIST-1D, {config.num_train} training / {config.num_test} test examples, encoder "
              f"(width {config.width or 'default'}, depth {config.depth or 'default'}), {config.epochs} epochs, "
@@ -264,7 +264,7 @@ def markdown(config: Config, env: dict, summary: dict, checks: dict) -> str:
              "Training time = optimizer steps + scoring + selection; compilation, evaluation and checkpoints "
              "excluded. Time to baseline accuracy: first epoch whose test accuracy reaches the mean final accuracy "
              f"of the all-data runs ({checks.get('target_accuracy_pct', float('nan')):.2f}%).\n",
-             common.markdown_table(headers, rows), ""]
+             stats.markdown_table(headers, rows), ""]
     lines += [f"- {line}" for line in _check_lines(checks)]
     return "\n".join(lines) + "\n"
 

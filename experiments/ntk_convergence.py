@@ -40,7 +40,7 @@ import sys
 
 import numpy as np
 
-from . import common
+from . import common, stats, timing
 
 NAME = "ntk_convergence"
 THRESHOLDS = (0.1, 0.25)
@@ -78,7 +78,7 @@ QUICK = Config(num_train=400, num_test=200, epochs=3, batch_size=32, width=32, d
 def train_config(config: Config, seed: int):
     selection = {"selection": "none"} if config.selection == "none" else {
         "selection": "soft", "regime": "scratch", "ratio": "incremental", "interval": "incremental"}
-    return common.mnist1d_config(config, seed, keep_checkpoints=config.epochs + 1, **selection)
+    return timing.mnist1d_config(config, seed, keep_checkpoints=config.epochs + 1, **selection)
 
 
 def kernel_examples(labels_N: np.ndarray, num_classes: int) -> np.ndarray:
@@ -112,7 +112,7 @@ def checkpoint_kernels(trainer, workdir: str, x_kernel) -> tuple[list[int], list
     module = model_builder(trainer.config.model, trainer.dataset, trainer.stages)(nnx.Rngs(0))
     f, _ = functional(module)
     ntk_fn = empirical_ntk_fn(f, trace_axes=(-1,), implementation="jacobian")
-    step_to_epoch = {r["step"]: r["epoch"] + 1 for r in common.read_metrics(workdir) if r.get("event") == "eval"}
+    step_to_epoch = {r["step"]: r["epoch"] + 1 for r in timing.read_metrics(workdir) if r.get("event") == "eval"}
 
     def kernel(params):
         return np.asarray(jax.device_get(ntk_fn(x_kernel, None, params)), np.float64)
@@ -147,7 +147,7 @@ def one_seed(config: Config, seed: int, out_dir: str) -> dict:
 
     tc = train_config(config, seed)
     workdir = os.path.join(out_dir, "runs", f"seed{seed}")
-    r = common.timed_run(tc, workdir, keep_checkpoints=True)
+    r = timing.timed_run(tc, workdir, keep_checkpoints=True)
     trainer = train_lib.Trainer(tc, workdir)   # the finished run's data, model and state layout
     ds = trainer.dataset
     idx = kernel_examples(ds.y_train, config.num_classes_shown)
@@ -166,7 +166,7 @@ def one_seed(config: Config, seed: int, out_dir: str) -> dict:
     return {"seed": seed, "kernel_example_indices": idx.tolist(), "kernel_example_labels": ds.y_train[idx].tolist(),
             "epochs": epochs, "steps": steps, "relative_distance_to_final": dist, "relative_epoch_change": change,
             "frobenius_norm": [float(np.linalg.norm(k)) for k in kernels], "first_epoch_stably_below": stable,
-            "kernels": [k.tolist() for k in kernels], "final_test_accuracy": common.final(r, "eval_accuracy"),
+            "kernels": [k.tolist() for k in kernels], "final_test_accuracy": timing.final(r, "eval_accuracy"),
             "training": {k: r[k] for k in ("config", "result", "stages", "compile_s", "workdir")}}
 
 
@@ -212,7 +212,7 @@ def markdown(config, env, per_seed) -> str:
         lines.append(f"- seed {p['seed']}: final test accuracy {100 * p['final_test_accuracy']:.2f}%; first epoch "
                      "from which ‖K_t − K_T‖/‖K_T‖ stays below " + "; below ".join(
                          f"{t}: {stable(p, t)}" for t in THRESHOLDS) + f" (of {p['epochs'][-1]})")
-    lines += ["", common.markdown_table(headers, rows)]
+    lines += ["", stats.markdown_table(headers, rows)]
     return "\n".join(lines) + "\n"
 
 

@@ -11,7 +11,7 @@ run still pays AtteNT's scoring passes: the row isolates the effect of the
 ratio alone.
 
 Reported per ratio, mean ± std over seeds: final test accuracy, its change
-from the 100% run, training time (`experiments.common`, "Timing") and the
+from the 100% run, training time (`experiments.timing`, "Timing") and the
 fraction of examples seen; the figure plots accuracy (and time) against the
 ratio.
 
@@ -31,7 +31,7 @@ import dataclasses
 import os
 import sys
 
-from . import common
+from . import common, stats, timing
 
 NAME = "sample_ratio"
 
@@ -68,7 +68,7 @@ QUICK = Config(num_train=400, num_test=200, epochs=3, batch_size=32, width=32, d
 
 
 def train_config(config: Config, ratio: float, seed: int):
-    return common.mnist1d_config(config, seed, selection=config.selector, regime="scratch", ratio=float(ratio),
+    return timing.mnist1d_config(config, seed, selection=config.selector, regime="scratch", ratio=float(ratio),
                                  interval="incremental")
 
 
@@ -77,17 +77,17 @@ def run(config: Config, out_dir: str) -> dict:
     env = common.environment(config.seeds)
     rows = []
     for ratio in sorted(config.ratios, reverse=True):
-        runs = [common.timed_run(train_config(config, ratio, seed),
+        runs = [timing.timed_run(train_config(config, ratio, seed),
                                  os.path.join(out_dir, "runs", f"ratio{ratio:g}_seed{seed}"))
                 for seed in config.seeds]
         st = [r["stages"]["train"] for r in runs]
-        row = {"ratio": ratio, "final_accuracy_pct": [100.0 * common.final(r, "eval_accuracy") for r in runs],
+        row = {"ratio": ratio, "final_accuracy_pct": [100.0 * timing.final(r, "eval_accuracy") for r in runs],
                "train_time_s": [s["train_time_s"] for s in st], "fraction_seen": [s["fraction_seen"] for s in st],
                "runs": [{k: r[k] for k in ("config", "result", "epochs", "stages", "compile_s", "workdir")}
                         for r in runs]}
         rows.append(row)
-        print(f"[{NAME}] ratio {ratio:.0%}: acc {common.fmt_mean_std(row['final_accuracy_pct'], 2)}%, train "
-              f"{common.fmt_mean_std(row['train_time_s'], 1)}s, seen {common.fmt_mean_std(row['fraction_seen'], 3)}",
+        print(f"[{NAME}] ratio {ratio:.0%}: acc {stats.fmt_mean_std(row['final_accuracy_pct'], 2)}%, train "
+              f"{stats.fmt_mean_std(row['train_time_s'], 1)}s, seen {stats.fmt_mean_std(row['fraction_seen'], 3)}",
               flush=True)
     full = next((r for r in rows if r["ratio"] == 1.0), None)
     for r in rows:
@@ -97,7 +97,7 @@ def run(config: Config, out_dir: str) -> dict:
     payload = {"experiment": NAME, "paper": "Table 7 / Figure 4", "config": dataclasses.asdict(config),
                "environment": env,
                "timing": "optimizer steps + scoring + selection; compilation, evaluation, checkpoints excluded "
-                         "(experiments/common.py)",
+                         "(experiments/timing.py)",
                "rows": rows}
     figure = plot(rows, out_dir)
     paths = common.write_outputs(out_dir, NAME, payload, markdown(config, env, rows))
@@ -108,9 +108,9 @@ def run(config: Config, out_dir: str) -> dict:
 def markdown(config: Config, env: dict, rows: list[dict]) -> str:
     headers = ["sample ratio", "final test acc. (%)", "change vs 100% (points)", "training time (s)",
                "fraction of examples seen"]
-    table = [[f"{r['ratio']:.0%}", common.fmt_mean_std(r["final_accuracy_pct"], 2),
-              common.fmt_mean_std(r["accuracy_change_points"], 2) if r["accuracy_change_points"] else "—",
-              common.fmt_mean_std(r["train_time_s"], 1), common.fmt_mean_std(r["fraction_seen"], 3)] for r in rows]
+    table = [[f"{r['ratio']:.0%}", stats.fmt_mean_std(r["final_accuracy_pct"], 2),
+              stats.fmt_mean_std(r["accuracy_change_points"], 2) if r["accuracy_change_points"] else "—",
+              stats.fmt_mean_std(r["train_time_s"], 1), stats.fmt_mean_std(r["fraction_seen"], 3)] for r in rows]
     return "\n".join([
         "# Accuracy against a fixed AtteNT sample ratio (paper Table 7 / Figure 4, CPU scale)\n",
         f"MNIST-1D, {config.num_train} training / {config.num_test} test examples, {config.epochs} epochs, batch "
@@ -118,14 +118,14 @@ def markdown(config: Config, env: dict, rows: list[dict]) -> str:
         f"interval; mean ± std over seeds {list(config.seeds)}.\n",
         f"Measured on: {common.environment_line(env)}.\n",
         "Training time = optimizer steps + scoring + selection; compilation, evaluation and checkpoints excluded.\n",
-        common.markdown_table(headers, table)]) + "\n"
+        stats.markdown_table(headers, table)]) + "\n"
 
 
 def plot(rows: list[dict], out_dir: str) -> str:
     plt = common.pyplot()
     x = [100 * r["ratio"] for r in rows]
-    acc = [common.mean_std(r["final_accuracy_pct"]) for r in rows]
-    t = [common.mean_std(r["train_time_s"]) for r in rows]
+    acc = [stats.mean_std(r["final_accuracy_pct"]) for r in rows]
+    t = [stats.mean_std(r["train_time_s"]) for r in rows]
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     ax.errorbar(x, [m for m, _ in acc], yerr=[s for _, s in acc], marker="o", capsize=3, color="tab:green",
                 label="test accuracy")

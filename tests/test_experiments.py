@@ -1,4 +1,4 @@
-"""Smoke tests of the experiment scripts (quick mode) and unit tests of experiments/common.py.
+"""Smoke tests of the experiment scripts (quick mode) and unit tests of experiments/common.py, stats.py and timing.py.
 
 Each script's ``main(["--quick", "--out", DIR])`` must write its JSON, markdown
 and PNG files with the numbers they claim. One persistent compilation cache is
@@ -16,7 +16,8 @@ import jax
 import numpy as np
 import pytest
 
-from attent_experiments import ablation, bench_training, common, finetune, from_scratch, ntk_convergence, sample_ratio
+from attent_experiments import (ablation, bench_training, common, finetune, from_scratch, ntk_convergence, sample_ratio,
+                                stats, timing)
 
 
 @pytest.fixture(scope="module")
@@ -155,11 +156,12 @@ def test_bench_training_quick(tmp_path, cache_dir):
         assert r["share_pass"] is bool(np.mean(r["overhead_share"]) <= payload["config"]["target_share"])
 
 
-# --------------------------------------------------------------------------- common
+# --------------------------------------------------------------------------- common, stats, timing
 
-def test_common_docstring_example():
-    failures, _ = doctest.testmod(common, verbose=False)
-    assert failures == 0
+def test_stats_docstring_example():
+    # Catches the module example drifting from mean_std / markdown_table (and an example that no longer runs at all).
+    failures, attempted = doctest.testmod(stats, verbose=False)
+    assert failures == 0 and attempted > 0
 
 
 def test_epoch_times_excludes_compilation_and_first_steps():
@@ -171,7 +173,7 @@ def test_epoch_times_excludes_compilation_and_first_steps():
              {"epoch": 2, "step": 7, "time_scoring": 2.5, "time_selecting": 3.5},
              {"epoch": 3, "step": 7, "time_scoring": 2.5, "time_selecting": 3.5}]
     compiles = [("_plan", 2.5, 5.0), ("step", 7.0, 9.9), ("score", 2.0, 19.0), ("evaluate", 1.0, 14.0)]
-    rows = common.epoch_times(evals, step_times, compiles, batch_size=8)
+    rows = timing.epoch_times(evals, step_times, compiles, batch_size=8)
     assert rows[0]["steps_s"] == pytest.approx(4.0)          # 3 s for 3 steps, the first charged 1 s
     assert rows[0]["selection_s"] == pytest.approx(0.5)      # 3.0 minus the 2.5 s compile of _plan
     assert rows[1]["steps_s"] == pytest.approx(4.0)          # 2 s for 1 step, ×2
@@ -183,12 +185,12 @@ def test_epoch_times_excludes_compilation_and_first_steps():
 
 
 def test_mean_std_and_formatting():
-    assert common.mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2.0)))
-    assert common.mean_std([5.0]) == (5.0, 0.0)
-    assert math.isnan(common.mean_std([float("nan")])[0])
-    assert common.fmt_mean_std([1.0, 3.0], 1) == "2.0 ± 1.4"
-    assert "1/2 not reached" in common.fmt_mean_std([1.0, float("nan")], 1)
-    assert common.verdict(True) == "PASS" and common.verdict(False) == "MISS"
+    assert stats.mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2.0)))
+    assert stats.mean_std([5.0]) == (5.0, 0.0)
+    assert math.isnan(stats.mean_std([float("nan")])[0])
+    assert stats.fmt_mean_std([1.0, 3.0], 1) == "2.0 ± 1.4"
+    assert "1/2 not reached" in stats.fmt_mean_std([1.0, float("nan")], 1)
+    assert stats.verdict(True) == "PASS" and stats.verdict(False) == "MISS"
 
 
 def test_flags_map_onto_config_fields(tmp_path):
@@ -212,7 +214,7 @@ def test_bad_values_end_with_exit_code_2(tmp_path, capsys):
 
 def test_compile_cache_restores_settings(tmp_path):
     before = jax.config.jax_compilation_cache_dir
-    with common.compile_cache(str(tmp_path / "c")) as path:
+    with timing.compile_cache(str(tmp_path / "c")) as path:
         assert jax.config.jax_compilation_cache_dir == path
         jax.jit(lambda x: x * 2.0 + 1.0)(np.ones(3, np.float32)).block_until_ready()
     assert jax.config.jax_compilation_cache_dir == before
@@ -241,7 +243,7 @@ def test_variants_change_only_what_they_name():
 def test_attent_temperature_reaches_the_soft_selector_only():
     import dataclasses
     config = dataclasses.replace(from_scratch.QUICK, attent_temperature=0.25)
-    assert from_scratch.train_config(config, "attent", 0).temperature == 0.25
-    assert from_scratch.train_config(from_scratch.QUICK, "attent", 0).temperature == 1.0
+    assert from_scratch.train_config(config, "attent", 0).selection.temperature == 0.25
+    assert from_scratch.train_config(from_scratch.QUICK, "attent", 0).selection.temperature == 1.0
     with pytest.raises(ValueError, match="attent_temperature: got 0.0"):
         dataclasses.replace(from_scratch.QUICK, attent_temperature=0.0)

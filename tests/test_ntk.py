@@ -7,6 +7,7 @@ import pytest
 from flax import nnx
 
 from attent_jax.learner import ntk as ntk_module
+from attent_jax.learner import ntk_analytic
 from attent_jax.learner.model import AttentionLearner, LearnerConfig, functional, init_params, learner_fn
 from attent_jax.learner.ntk import Implementation, empirical_ntk_fn
 
@@ -426,9 +427,10 @@ def test_analytic_tiled_branch_matches_jacobian(x64, monkeypatch):
     cfg = CONFIGS["paper"]
     params = _params(cfg)
     x1, x2 = _inputs(cfg, 41, 8, seed=5), _inputs(cfg, 25, 8, seed=6)
-    assert 41 * 25 * 8 * 8 >= ntk_module._ANALYTIC_TILE_MIN
-    rows, dense = [], ntk_module._analytic_dense
-    monkeypatch.setattr(ntk_module, "_analytic_dense",
+    assert 41 * 25 * 8 * 8 >= ntk_analytic._ANALYTIC_TILE_MIN
+    rows, dense = [], ntk_analytic._analytic_dense
+    # Patched where `_analytic_block` looks it up: its own module's globals.
+    monkeypatch.setattr(ntk_analytic, "_analytic_dense",
                         lambda c, p1, *rest: rows.append(p1["s"].shape[0]) or dense(c, p1, *rest))
     ntk_module._whole.clear_cache()     # trace anew, so that the recorder sees the branch taken
     got = empirical_ntk_fn(None, implementation="analytic", learner_config=cfg)(x1, x2, params)
