@@ -366,16 +366,17 @@ def bench_ntk(results: Results) -> str:
     return _table(["N", "jacobian", "ntvp", "analytic", "analytic speed-up"], rows)
 
 
-_SCRATCH_LABELS = {"all_data": "all data (baseline)", "attent": "AtteNT (Soft, ratio 0.2→0.8, growing interval)",
-                   "random": "random subsets, same budget", "infobatch": "InfoBatch"}
-
-
 def from_scratch(results: Results) -> str:
     data = results.load(f"{EXP}/from_scratch/from_scratch.json")
+    run = data["runs"]["attent"][0]["config"]  # the label states the schedule the runs used
+    labels = {"all_data": "all data (baseline)",
+              "attent": f"AtteNT ({run['selection'].capitalize()}, ratio {run['ratio_start']:g}→{run['ratio_end']:g}, "
+                        f"{'growing' if run['interval'] == 'incremental' else run['interval']} interval)",
+              "random": "random subsets, same budget", "infobatch": "InfoBatch"}
     rows = []
     for method, s in data["summary"].items():
         overhead = [a + b for a, b in zip(s["scoring_s"], s["selection_s"])]
-        rows.append([_SCRATCH_LABELS.get(method, method), common.fmt_mean_std(s["train_time_s"], 1),
+        rows.append([labels.get(method, method), common.fmt_mean_std(s["train_time_s"], 1),
                      common.fmt_mean_std(s["time_to_target_s"], 1), common.fmt_mean_std(s["final_accuracy_pct"], 2),
                      f"{common.mean_std(s['fraction_seen'])[0]:.3f}", f"{common.mean_std(overhead)[0]:.2f}"])
     return _table(["method", "training time (s)", "time to baseline acc. (s)", "final test acc. (%)",
@@ -383,10 +384,9 @@ def from_scratch(results: Results) -> str:
 
 
 def _finetune(path: str, per_seed: bool) -> Callable[[Results], str]:
-    labels = {"all_data": "w/o AtteNT", "attent": "AtteNT (top 70% after epoch 1)"}
-
     def block(results: Results) -> str:
         data = results.load(path)
+        labels = {"all_data": "w/o AtteNT", "attent": f"AtteNT (top {data['config']['ratio']:.0%} after epoch 1)"}
         rows = []
         for method, s in data["summary"].items():
             row = [labels.get(method, method), common.fmt_mean_std(s["train_time_s"], 1),
@@ -443,7 +443,8 @@ BLOCKS: dict[str, Callable[[Results], str]] = {
 def render(text: str, root: str = ".") -> tuple[str, list[tuple[int, str, str, str]]]:
     """README text with every marker re-generated from the files under ``root``, and what changed.
 
-    Returns ``(new_text, changes)``, each change ``(line, marker, old, new)``.
+    Returns ``(new_text, changes)``, each change ``(line, marker, old, new)``: for a block, its
+    first differing line.
     """
     results = Results(root)
     out, changes, source, pos = [], [], None, 0
@@ -472,7 +473,11 @@ def render(text: str, root: str = ".") -> tuple[str, list[tuple[int, str, str, s
                 raise ValueError(f"{where}: block {key!r}: result file lacks key {err}") from None
             out.append(f"<!-- generated: {key} -->\n{new}<!-- /generated -->")
             if new != old:
-                changes.append((line, f"generated: {key}", old.strip(), new.strip()))
+                # Report the first row that differs, at its own README line (a table's header rarely does).
+                olds, news = old.splitlines(), new.splitlines()
+                i = next((i for i, (a, b) in enumerate(zip(olds, news)) if a != b), min(len(olds), len(news)))
+                changes.append((line + 1 + i, f"generated: {key}", olds[i] if i < len(olds) else "",
+                                news[i] if i < len(news) else ""))
     out.append(text[pos:])
     return "".join(out), changes
 
@@ -480,10 +485,9 @@ def render(text: str, root: str = ".") -> tuple[str, list[tuple[int, str, str, s
 def summarize(changes) -> str:
     """One line: how many markers differ, and the first of them."""
     line, marker, old, new = changes[0]
-    clip = lambda s: s if len(s) <= 60 else s[:57] + "..."  # noqa: E731 — one line, whatever the block
+    clip = lambda s: s if len(s) <= 100 else s[:97] + "..."  # noqa: E731 — one line, whatever the row
     return (f"README.md: {len(changes)} generated value(s) differ from the result files; first at line {line} "
-            f"({marker.splitlines()[0]}): README has {clip(old.splitlines()[0] if old else '')!r}, "
-            f"files give {clip(new.splitlines()[0])!r}; run python -m experiments.readme")
+            f"({marker}): README has {clip(old)!r}, files give {clip(new)!r}; run python -m experiments.readme")
 
 
 def main(argv=None) -> int:
