@@ -42,7 +42,13 @@ Three kinds of markers, all HTML comments (GitHub hides them):
     its result files.
 
 A missing file, key or block is a one-line `ValueError` naming it and the
-README line of the marker.
+README line of the marker (exit code 2 from the command line).
+
+For instance, after ``<!-- source: experiments/results/from_scratch/from_scratch.json -->``,
+``<!-- v: mean(summary.attent.final_accuracy_pct):.2f -->93.18<!-- /v -->`` is
+AtteNT's mean final accuracy over seeds, and ``<!-- v: mean((summary.attent.scoring_s
++ summary.attent.selection_s) / summary.attent.train_time_s):.1% -->12.2%<!-- /v -->``
+the mean over seeds of its scoring share.
 
 Example:
     $ python -m experiments.readme            # rewrite README.md
