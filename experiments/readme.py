@@ -1,0 +1,525 @@
+"""Rewrite README.md's numbers from the committed result files, so that none is typed by hand.
+
+``python -m experiments.readme`` (from the repository root) rewrites README.md
+in place; ``--check`` writes nothing and exits 1, with a one-line summary of
+what differs, when README.md is not what the result files give (the tests run
+it, so a retyped or stale number fails CI).
+
+Three kinds of markers, all HTML comments (GitHub hides them):
+
+``<!-- source: PATH -->``
+    sets the JSON file, relative to the README's folder, that the inline values
+    after it read from (until the next ``source``).
+
+``<!-- v: EXPR:FMT -->VALUE<!-- /v -->``
+    an inline value; VALUE is replaced by EXPR evaluated on the current source
+    file and formatted with the Python format spec FMT (``.2f``, ``.3g``,
+    ``.1%``, ``d``; ``:FMT`` may be left out). ``PATH#EXPR`` reads another file
+    for this one value. EXPR is a small expression language over the JSON
+    (parsed with `ast`, never `eval`):
+
+    - ``summary.attent.final_accuracy_pct``, ``rows[3].time_s``,
+      ``checks["odd key"]``: keys and list indices. A list of dicts followed by
+      ``.key`` gives the key of every element (``where(rows,
+      devices=1).selection_s``).
+    - numbers, ``+ - * /``, comparisons; on a list of numbers they act
+      elementwise (None and non-finite values become NaN).
+    - functions: ``mean`` and ``std`` (of the finite values; std with ddof=1,
+      as `common.mean_std`), ``ms`` (mean ± std, formatted with FMT for both),
+      ``min``, ``max``, ``sum``, ``count`` (how many are true), ``len``,
+      ``abs``, ``where(rows, key=value, ...)`` (rows whose key equals value, or
+      is in value when it is a list), ``one(rows, key=value, ...)`` (exactly
+      one such row), ``at(values, keys, key)`` (the value where keys == key,
+      e.g. a curve at a step), ``flat(x)`` (nested lists as one list),
+      ``column(lists, i)`` (element i of each), ``verdict(ok)`` (PASS / MISS,
+      as the experiments write it), ``json(PATH)`` (another file's root).
+
+    A list value is written as its elements joined by ", "; a string as it is.
+    A leading minus is written "−" (U+2212), the README's typography.
+
+``<!-- generated: KEY -->`` … ``<!-- /generated -->``
+    a whole block (a table, or a line) rendered by ``BLOCKS[KEY]`` below from
+    its result files.
+
+A missing file, key or block is a one-line `ValueError` naming it and the
+README line of the marker (exit code 2 from the command line).
+
+For instance, after ``<!-- source: experiments/results/from_scratch/from_scratch.json -->``,
+``<!-- v: mean(summary.attent.final_accuracy_pct):.2f -->93.18<!-- /v -->`` is
+AtteNT's mean final accuracy over seeds, and ``<!-- v: mean((summary.attent.scoring_s
++ summary.attent.selection_s) / summary.attent.train_time_s):.1% -->12.2%<!-- /v -->``
+the mean over seeds of its scoring share.
+
+Example:
+    $ python -m experiments.readme            # rewrite README.md
+    $ python -m experiments.readme --check    # exit 1 if README.md is stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json as _json
+import math
+import os
+import re
+import sys
+from typing import Callable
+
+import numpy as np
+
+from . import common
+
+# One pass over the README finds the three markers in order (a source applies to the values after it).
+MARKERS = re.compile(r"<!-- source: (?P<source>\S+) -->"
+                     r"|<!-- v: (?P<spec>[^\n]*?) -->(?P<old>[^\n]*?)<!-- /v -->"
+                     r"|<!-- generated: (?P<key>\S+) -->\n(?P<block>.*?)<!-- /generated -->", re.S)
+# A trailing ":FMT" is a format spec only if it looks like one (so "x[1:2]" keeps its colon).
+_FMT = re.compile(r"^(?P<expr>.*?)(?::(?P<fmt>[-+ #0-9,._a-zA-Z%<>=^]*))?$", re.S)
+
+
+class Results:
+    """The JSON result files, read once each, by path relative to the README's folder."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self._cache: dict[str, object] = {}
+
+    def load(self, path: str):
+        if path not in self._cache:
+            full = os.path.join(self.root, path)
+            if not os.path.isfile(full):
+                raise ValueError(f"result file {path!r} not found (under {os.path.abspath(self.root)})")
+            with open(full) as fh:
+                self._cache[path] = _json.load(fh)
+        return self._cache[path]
+
+
+# =========================================================================== the expression language
+
+def _numeric(x):
+    """A number or list of numbers as float / float array (None, "nan" → NaN); anything else as it is."""
+    if isinstance(x, bool):
+        return x
+    if isinstance(x, (int, float)):
+        return float(x)
+    if isinstance(x, str) and x in ("nan", "inf", "-inf"):
+        return float(x)
+    if isinstance(x, list) and all(v is None or isinstance(v, (int, float, str)) and not isinstance(v, bool)
+                                   and (not isinstance(v, str) or v in ("nan", "inf", "-inf")) for v in x):
+        return np.array([np.nan if v is None else float(v) for v in x], dtype=float)
+    if isinstance(x, np.ndarray):
+        return x
+    return x
+
+
+def _finite(x) -> np.ndarray:
+    a = np.atleast_1d(np.asarray(_numeric(x), dtype=float))
+    return a[np.isfinite(a)]
+
+
+class MeanStd(tuple):
+    """``ms(...)``: written as "m ± s" with the marker's format spec applied to both."""
+
+
+def _mean(x):
+    return common.mean_std(list(_finite(x)))[0]
+
+
+def _std(x):
+    return common.mean_std(list(_finite(x)))[1]
+
+
+def _matches(row, conditions: dict) -> bool:
+    for key, want in conditions.items():
+        have = row.get(key) if isinstance(row, dict) else None
+        if isinstance(want, list):
+            if have not in want:
+                return False
+        elif have != want:
+            return False
+    return True
+
+
+def _where(rows, **conditions):
+    if not isinstance(rows, list):
+        raise ValueError(f"where(): got {type(rows).__name__}, expected a list of rows")
+    return [r for r in rows if _matches(r, conditions)]
+
+
+def _one(rows, **conditions):
+    found = _where(rows, **conditions)
+    if len(found) != 1:
+        raise ValueError(f"one({', '.join(f'{k}={v!r}' for k, v in conditions.items())}): "
+                         f"got {len(found)} matching rows, expected exactly 1")
+    return found[0]
+
+
+def _flat(x):
+    out = []
+    for v in x:
+        out.extend(_flat(v) if isinstance(v, (list, np.ndarray)) else [v])
+    return out
+
+
+def _at(values, keys, key):
+    """The element of ``values`` at the position where ``keys`` equals ``key`` (a curve at a given step)."""
+    hits = [i for i, k in enumerate(keys) if k == key]
+    if not hits:
+        raise ValueError(f"at(): {key!r} is not among the keys ({keys[0]!r} … {keys[-1]!r})")
+    return values[hits[0]]
+
+
+FUNCTIONS: dict[str, Callable] = {
+    "mean": _mean, "std": _std, "ms": lambda x: MeanStd((_mean(x), _std(x))),
+    "min": lambda x: float(np.min(_finite(x))), "max": lambda x: float(np.max(_finite(x))),
+    "sum": lambda x: float(np.nansum(np.asarray(_numeric(x), dtype=float))),
+    "count": lambda x: int(np.sum(np.asarray(x, dtype=bool))), "len": len,
+    "abs": lambda x: np.abs(_numeric(x)), "where": _where, "one": _one, "at": _at,
+    "flat": _flat, "column": lambda lists, i: [v[i] for v in lists], "verdict": lambda ok: common.verdict(
+        None if ok is None else bool(ok)),
+}
+_BINOPS = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: np.divide, ast.Pow: np.power}
+_CMPOPS = {ast.Gt: np.greater, ast.GtE: np.greater_equal, ast.Lt: np.less, ast.LtE: np.less_equal,
+           ast.Eq: np.equal, ast.NotEq: np.not_equal}
+
+
+def _index(obj, key, node, where: str):
+    """obj[key] for a dict or list; a list of dicts with a string key maps over its rows."""
+    if isinstance(obj, dict):
+        if key not in obj:
+            raise ValueError(f"{where}: no key {ast.unparse(node)!r} (this level has: {', '.join(map(str, obj))})")
+        return obj[key]
+    if isinstance(obj, list) and isinstance(key, int):
+        if not -len(obj) <= key < len(obj):
+            raise ValueError(f"{where}: index {ast.unparse(node)!r} out of range (length {len(obj)})")
+        return obj[key]
+    if isinstance(obj, list) and isinstance(key, str) and obj and all(isinstance(r, dict) for r in obj):
+        return [_index(r, key, node, where) for r in obj]
+    raise ValueError(f"{where}: {ast.unparse(node)!r}: cannot index a {type(obj).__name__} with {key!r}")
+
+
+def evaluate(expr: str, root, results: Results, where: str):
+    """The value of ``expr`` on the JSON ``root`` (module docstring: the expression language)."""
+    try:
+        tree = ast.parse(expr.strip(), mode="eval").body
+    except SyntaxError as err:
+        raise ValueError(f"{where}: expression {expr.strip()!r} does not parse ({err.msg})") from None
+
+    def ev(node):
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.Name):
+            return _index(root, node.id, node, where)
+        if isinstance(node, ast.Attribute):
+            return _index(ev(node.value), node.attr, node, where)
+        if isinstance(node, ast.Subscript):
+            return _index(ev(node.value), ev(node.slice), node, where)
+        if isinstance(node, (ast.List, ast.Tuple)):
+            return [ev(e) for e in node.elts]
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return np.negative(_numeric(ev(node.operand)))
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+            return _BINOPS[type(node.op)](_numeric(ev(node.left)), _numeric(ev(node.right)))
+        if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _CMPOPS:
+            return _CMPOPS[type(node.ops[0])](_numeric(ev(node.left)), _numeric(ev(node.comparators[0])))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            name = node.func.id
+            args = [ev(a) for a in node.args]
+            kwargs = {k.arg: ev(k.value) for k in node.keywords}
+            if name == "json":
+                return results.load(*args)
+            if name not in FUNCTIONS:
+                raise ValueError(f"{where}: unknown function {name!r} (known: json, {', '.join(FUNCTIONS)})")
+            return FUNCTIONS[name](*args, **kwargs)
+        raise ValueError(f"{where}: {ast.unparse(node)!r} is not part of the expression language")
+
+    return ev(tree)
+
+
+def _minus(text: str) -> str:
+    return "−" + text[1:] if text.startswith("-") else text
+
+
+def format_value(value, fmt: str | None) -> str:
+    """A value as the README writes it (module docstring)."""
+    if isinstance(value, MeanStd):
+        return f"{format_value(value[0], fmt)} ± {format_value(abs(value[1]), fmt)}"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, np.ndarray)) and np.ndim(value) > 0:
+        return ", ".join(format_value(v, fmt) for v in list(value))
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value)).lower()
+    if value is None or not math.isfinite(float(value)):
+        return "—"  # a target never reached, a mean of nothing
+    if isinstance(value, (int, np.integer)) or (fmt and fmt.endswith("d")):
+        if not float(value).is_integer():
+            raise ValueError(f"value {value!r} is not an integer, expected one for format {fmt!r}")
+        return _minus(format(int(value), fmt or "d"))
+    return _minus(format(float(value), fmt if fmt else ".3g"))
+
+
+def inline_value(spec: str, source: str | None, results: Results, where: str) -> str:
+    """The text of one ``<!-- v: SPEC -->`` marker."""
+    m = _FMT.match(spec.strip())
+    expr, fmt = m.group("expr"), m.group("fmt")
+    path, sep, rest = expr.partition("#")
+    if sep and not any(c in path for c in "()[] "):
+        source, expr = path, rest
+    if source is None:
+        raise ValueError(f"{where}: no <!-- source: PATH --> before this value and no PATH# in it")
+    return format_value(evaluate(expr, results.load(source), results, f"{where}: {source}"), fmt)
+
+
+# =========================================================================== blocks
+
+THEORY = "theory/results"
+EXP = "experiments/results"
+
+
+def _num(x) -> str:
+    """As theory/report.py writes a measured number."""
+    x = float(x)
+    if x == 0 or not math.isfinite(x):
+        return str(x)
+    return _minus(f"{x:.3g}" if 1e-3 <= abs(x) < 1e4 else f"{x:.2e}")
+
+
+def _threshold_text(row) -> str:
+    t = row["threshold"]
+    if row["relation"] == "in":
+        return f"in [{_num(t[0])}, {_num(t[1])}]"
+    return f"{row['relation']} {_num(t)}"
+
+
+def closeness(row) -> float:
+    """How close an identity row is to its threshold, for "worst measured": 1 at the threshold, > 1 failing.
+
+    For a bound t: 1 + (v − t)/|t| below an upper bound, 1 + (t − v)/|t| above a
+    lower one (v/t for a positive upper bound: 1e-15 against 1e-10 is 1e-5); for
+    an interval, the distance from its middle in half-widths.
+    """
+    v = float(row["value"])
+    if not math.isfinite(v):
+        return math.inf
+    t, rel = row["threshold"], row["relation"]
+    if rel == "in":
+        lo, hi = map(float, t)
+        half = (hi - lo) / 2
+        return abs(v - (lo + hi) / 2) / half if half > 0 else (0.0 if v == lo else math.inf)
+    t = float(t)
+    over = (v - t) if rel in ("<=", "<") else (t - v)
+    if t == 0:
+        return 1.0 + math.copysign(math.inf, over) if over else 1.0
+    return 1.0 + over / abs(t)
+
+
+def _table(headers, rows) -> str:
+    return common.markdown_table(headers, rows).rstrip("\n")
+
+
+def theory_identities(results: Results) -> str:
+    summary = results.load(f"{THEORY}/summary.json")
+    rows = []
+    for script in dict.fromkeys(c["script"] for c in summary["checks"]):
+        report = results.load(f"{THEORY}/{script}.json")
+        ids = [c for c in summary["checks"] if c["script"] == script and c["kind"] == "identity"]
+        if not ids:
+            continue
+        worst = max(ids, key=closeness)
+        passed = sum(c["passed"] for c in ids)
+        rows.append([f"`{script}`", (report["claim"]), f"{passed}/{len(ids)}",
+                     f"{(worst['name'])}: {_num(worst['value'])} ({_threshold_text(worst)})",
+                     "PASS" if passed == len(ids) else "**FAIL**"])
+    return _table(["script", "claim checked", "identities passing", "worst measured (threshold)", "result"], rows)
+
+
+def theory_claims(results: Results) -> str:
+    summary = results.load(f"{THEORY}/summary.json")
+    rows = [[f"`{c['script']}`", (c["name"]), _num(c["value"]), _threshold_text(c),
+             c["status"] if c["passed"] else f"**{c['status']}**", (c["detail"])]
+            for c in summary["checks"] if c["kind"] == "claim"]
+    return _table(["script", "paper claim", "measured", "threshold", "result", "what was measured"], rows)
+
+
+def theory_controls(results: Results) -> str:
+    summary = results.load(f"{THEORY}/summary.json")
+    controls = [c for c in summary["checks"] if c["kind"] == "control"]
+    missed = [f"{c['script']}: {c['name']}" for c in controls if not c["passed"]]
+    scripts = len({c["script"] for c in controls})
+    if missed:
+        return f"{len(controls)} negative controls in {scripts} scripts, {len(missed)} MISSED: {'; '.join(missed)}."
+    return f"{len(controls)} negative controls in {scripts} scripts, all caught."
+
+
+def _seconds(t: float) -> str:
+    return f"{t:.3f}" if t < 1 else f"{t:.3g}"
+
+
+def bench_ntk(results: Results) -> str:
+    data = results.load(f"{EXP}/bench_ntk/bench_ntk.json")
+    rows, target = [], data["target"]
+    for n in data["config"]["sizes"]:
+        by = {r["implementation"]: r for r in data["rows"] if r["N"] == n}
+        chunk = by["jacobian"]["chunk"]
+        speedup = by["analytic"]["speedup_vs_jacobian"]
+        cell = f"{speedup:.1f}×"
+        if n == target["N"]:
+            cell = f"**{cell}** (target ≥ {target['speedup_needed']:g}×)"
+        rows.append([f"{n}" + (f" (chunks of {chunk})" if chunk else "")]
+                    + [f"{_seconds(by[i]['time_s'])} s" for i in ("jacobian", "ntvp", "analytic")] + [cell])
+    return _table(["N", "jacobian", "ntvp", "analytic", "analytic speed-up"], rows)
+
+
+def from_scratch(results: Results) -> str:
+    data = results.load(f"{EXP}/from_scratch/from_scratch.json")
+    run = data["runs"]["attent"][0]["config"]  # the label states the schedule the runs used
+    labels = {"all_data": "all data (baseline)",
+              "attent": f"AtteNT ({run['selection'].capitalize()}, ratio {run['ratio_start']:g}→{run['ratio_end']:g}, "
+                        f"{'growing' if run['interval'] == 'incremental' else run['interval']} interval)",
+              "random": "random subsets, same budget", "infobatch": "InfoBatch"}
+    rows = []
+    for method, s in data["summary"].items():
+        overhead = [a + b for a, b in zip(s["scoring_s"], s["selection_s"])]
+        rows.append([labels.get(method, method), common.fmt_mean_std(s["train_time_s"], 1),
+                     common.fmt_mean_std(s["time_to_target_s"], 1), common.fmt_mean_std(s["final_accuracy_pct"], 2),
+                     f"{common.mean_std(s['fraction_seen'])[0]:.3f}", f"{common.mean_std(overhead)[0]:.2f}"])
+    return _table(["method", "training time (s)", "time to baseline acc. (s)", "final test acc. (%)",
+                   "examples seen", "scoring + selection (s)"], rows)
+
+
+def _finetune(path: str, per_seed: bool) -> Callable[[Results], str]:
+    def block(results: Results) -> str:
+        data = results.load(path)
+        labels = {"all_data": "w/o AtteNT", "attent": f"AtteNT (top {data['config']['ratio']:.0%} after epoch 1)"}
+        rows = []
+        for method, s in data["summary"].items():
+            row = [labels.get(method, method), common.fmt_mean_std(s["train_time_s"], 1),
+                   common.fmt_mean_std(s["exact_match_pct"], 1)]
+            row += [", ".join(f"{v:.1f}" for v in s["exact_match_pct"])] if per_seed else \
+                   [f"{common.mean_std(s['fraction_seen'])[0]:.3f}"]
+            rows.append(row)
+        return _table(["method", "fine-tuning time (s)", "exact match (%)",
+                       "per seed (%)" if per_seed else "examples seen"], rows)
+    return block
+
+
+def ablation(results: Results) -> str:
+    data = results.load(f"{EXP}/ablation/ablation.json")
+    cfg = data["config"]
+    rows = []
+    for ratio in cfg["ratios"]:
+        for interval in cfg["intervals"]:
+            cells = []
+            for selector in cfg["selectors"]:
+                r = _one(data["rows"], ratio=ratio, interval=interval, selector=selector)
+                cells.append(f"{_mean(r['final_accuracy_pct']):.2f}% / {_mean(r['train_time_s']):.1f} s")
+            rows.append([ratio, interval] + cells)
+    return _table(["ratio", "interval"] + list(cfg["selectors"]), rows)
+
+
+def sample_ratio(results: Results) -> str:
+    data = results.load(f"{EXP}/sample_ratio/sample_ratio.json")
+    rows = data["rows"]
+    return _table(["sample ratio"] + [f"{r['ratio']:.0%}" for r in rows],
+                  [["final test acc. (%)"] + [common.fmt_mean_std(r["final_accuracy_pct"], 2) for r in rows],
+                   ["training time (s)"] + [f"{_mean(r['train_time_s']):.1f}" for r in rows]])
+
+
+def bench_training(results: Results) -> str:
+    data = results.load(f"{EXP}/bench_training/bench_training.json")
+    rows = [[str(r["devices"]), r["method"].replace("_", " "), f"{_mean(r['throughput']):.0f}",
+             f"{_mean(r['train_time_s']):.1f}", f"{_mean(r['overhead_share']):.1%}",
+             f"{_mean(r['time_over_ideal']):.3f}"] for r in data["rows"]]
+    return _table(["devices", "method", "examples/s", "training time (s)", "scoring + selection", "time / ideal"], rows)
+
+
+BLOCKS: dict[str, Callable[[Results], str]] = {
+    "theory_identities": theory_identities, "theory_claims": theory_claims, "theory_controls": theory_controls,
+    "bench_ntk": bench_ntk, "from_scratch": from_scratch,
+    "finetune": _finetune(f"{EXP}/finetune/finetune.json", per_seed=False),
+    "finetune_pretrained": _finetune(f"{EXP}/finetune_pretrained/finetune.json", per_seed=True),
+    "ablation": ablation, "sample_ratio": sample_ratio, "bench_training": bench_training,
+}
+
+
+# =========================================================================== rendering
+
+def render(text: str, root: str = ".") -> tuple[str, list[tuple[int, str, str, str]]]:
+    """README text with every marker re-generated from the files under ``root``, and what changed.
+
+    Returns ``(new_text, changes)``, each change ``(line, marker, old, new)``: for a block, its
+    first differing line.
+    """
+    results = Results(root)
+    out, changes, source, pos = [], [], None, 0
+    for m in MARKERS.finditer(text):
+        out.append(text[pos:m.start()])
+        pos = m.end()
+        line = text.count("\n", 0, m.start()) + 1
+        where = f"README line {line}"
+        if m.group("source"):
+            source = m.group("source")
+            results.load(source)  # a missing file is named where it is set, even if nothing reads it
+            out.append(m.group(0))
+        elif m.group("spec") is not None:
+            spec, old = m.group("spec"), m.group("old")
+            new = inline_value(spec, source, results, where)
+            out.append(f"<!-- v: {spec} -->{new}<!-- /v -->")
+            if new != old:
+                changes.append((line, f"v: {spec}", old, new))
+        else:
+            key, old = m.group("key"), m.group("block")
+            if key not in BLOCKS:
+                raise ValueError(f"{where}: unknown generated block {key!r} (known: {', '.join(BLOCKS)})")
+            try:
+                new = BLOCKS[key](results).rstrip("\n") + "\n"
+            except KeyError as err:
+                raise ValueError(f"{where}: block {key!r}: result file lacks key {err}") from None
+            out.append(f"<!-- generated: {key} -->\n{new}<!-- /generated -->")
+            if new != old:
+                # Report the first row that differs, at its own README line (a table's header rarely does).
+                olds, news = old.splitlines(), new.splitlines()
+                i = next((i for i, (a, b) in enumerate(zip(olds, news)) if a != b), min(len(olds), len(news)))
+                changes.append((line + 1 + i, f"generated: {key}", olds[i] if i < len(olds) else "",
+                                news[i] if i < len(news) else ""))
+    out.append(text[pos:])
+    return "".join(out), changes
+
+
+def summarize(changes) -> str:
+    """One line: how many markers differ, and the first of them."""
+    line, marker, old, new = changes[0]
+    clip = lambda s: s if len(s) <= 100 else s[:97] + "..."  # noqa: E731 — one line, whatever the row
+    return (f"README.md: {len(changes)} generated value(s) differ from the result files; first at line {line} "
+            f"({marker}): README has {clip(old)!r}, files give {clip(new)!r}; run python -m experiments.readme")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--readme", default="README.md", help="the README to rewrite (paths in it are relative to its folder)")
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if the README differs")
+    args = parser.parse_args(argv)
+    try:
+        with open(args.readme) as fh:
+            text = fh.read()
+        new, changes = render(text, os.path.dirname(os.path.abspath(args.readme)))
+    except (ValueError, OSError) as err:
+        print(f"readme: error: {err}", file=sys.stderr)
+        return 2
+    if args.check:
+        if changes:
+            print(summarize(changes))
+            return 1
+        print(f"{args.readme}: every generated value matches the result files")
+        return 0
+    if new != text:
+        with open(args.readme, "w") as fh:
+            fh.write(new)
+    print(f"{args.readme}: {len(changes)} generated value(s) rewritten")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
