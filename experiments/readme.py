@@ -25,7 +25,7 @@ Three kinds of markers, all HTML comments (GitHub hides them):
     - numbers, ``+ - * /``, comparisons; on a list of numbers they act
       elementwise (None and non-finite values become NaN).
     - functions: ``mean`` and ``std`` (of the finite values; std with ddof=1,
-      as `common.mean_std`), ``ms`` (mean ± std, formatted with FMT for both),
+      as `stats.mean_std`), ``ms`` (mean ± std, formatted with FMT for both),
       ``min``, ``max``, ``sum``, ``count`` (how many are true), ``len``,
       ``abs``, ``where(rows, key=value, ...)`` (rows whose key equals value, or
       is in value when it is a list), ``one(rows, key=value, ...)`` (exactly
@@ -68,7 +68,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import common
+from . import stats
 
 # One pass over the README finds the three markers in order (a source applies to the values after it).
 MARKERS = re.compile(r"<!-- source: (?P<source>\S+) -->"
@@ -123,11 +123,11 @@ class MeanStd(tuple):
 
 
 def _mean(x):
-    return common.mean_std(list(_finite(x)))[0]
+    return stats.mean_std(list(_finite(x)))[0]
 
 
 def _std(x):
-    return common.mean_std(list(_finite(x)))[1]
+    return stats.mean_std(list(_finite(x)))[1]
 
 
 def _matches(row, conditions: dict) -> bool:
@@ -176,7 +176,7 @@ FUNCTIONS: dict[str, Callable] = {
     "sum": lambda x: float(np.nansum(np.asarray(_numeric(x), dtype=float))),
     "count": lambda x: int(np.sum(np.asarray(x, dtype=bool))), "len": len,
     "abs": lambda x: np.abs(_numeric(x)), "where": _where, "one": _one, "at": _at,
-    "flat": _flat, "column": lambda lists, i: [v[i] for v in lists], "verdict": lambda ok: common.verdict(
+    "flat": _flat, "column": lambda lists, i: [v[i] for v in lists], "verdict": lambda ok: stats.verdict(
         None if ok is None else bool(ok)),
 }
 _BINOPS = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: np.divide, ast.Pow: np.power}
@@ -316,7 +316,7 @@ def closeness(row) -> float:
 
 
 def _table(headers, rows) -> str:
-    return common.markdown_table(headers, rows).rstrip("\n")
+    return stats.markdown_table(headers, rows).rstrip("\n")
 
 
 def theory_identities(results: Results) -> str:
@@ -382,9 +382,9 @@ def from_scratch(results: Results) -> str:
     rows = []
     for method, s in data["summary"].items():
         overhead = [a + b for a, b in zip(s["scoring_s"], s["selection_s"])]
-        rows.append([labels.get(method, method), common.fmt_mean_std(s["train_time_s"], 1),
-                     common.fmt_mean_std(s["time_to_target_s"], 1), common.fmt_mean_std(s["final_accuracy_pct"], 2),
-                     f"{common.mean_std(s['fraction_seen'])[0]:.3f}", f"{common.mean_std(overhead)[0]:.2f}"])
+        rows.append([labels.get(method, method), stats.fmt_mean_std(s["train_time_s"], 1),
+                     stats.fmt_mean_std(s["time_to_target_s"], 1), stats.fmt_mean_std(s["final_accuracy_pct"], 2),
+                     f"{stats.mean_std(s['fraction_seen'])[0]:.3f}", f"{stats.mean_std(overhead)[0]:.2f}"])
     return _table(["method", "training time (s)", "time to baseline acc. (s)", "final test acc. (%)",
                    "examples seen", "scoring + selection (s)"], rows)
 
@@ -395,10 +395,10 @@ def _finetune(path: str, per_seed: bool) -> Callable[[Results], str]:
         labels = {"all_data": "w/o AtteNT", "attent": f"AtteNT (top {data['config']['ratio']:.0%} after epoch 1)"}
         rows = []
         for method, s in data["summary"].items():
-            row = [labels.get(method, method), common.fmt_mean_std(s["train_time_s"], 1),
-                   common.fmt_mean_std(s["exact_match_pct"], 1)]
+            row = [labels.get(method, method), stats.fmt_mean_std(s["train_time_s"], 1),
+                   stats.fmt_mean_std(s["exact_match_pct"], 1)]
             row += [", ".join(f"{v:.1f}" for v in s["exact_match_pct"])] if per_seed else \
-                   [f"{common.mean_std(s['fraction_seen'])[0]:.3f}"]
+                   [f"{stats.mean_std(s['fraction_seen'])[0]:.3f}"]
             rows.append(row)
         return _table(["method", "fine-tuning time (s)", "exact match (%)",
                        "per seed (%)" if per_seed else "examples seen"], rows)
@@ -423,7 +423,7 @@ def sample_ratio(results: Results) -> str:
     data = results.load(f"{EXP}/sample_ratio/sample_ratio.json")
     rows = data["rows"]
     return _table(["sample ratio"] + [f"{r['ratio']:.0%}" for r in rows],
-                  [["final test acc. (%)"] + [common.fmt_mean_std(r["final_accuracy_pct"], 2) for r in rows],
+                  [["final test acc. (%)"] + [stats.fmt_mean_std(r["final_accuracy_pct"], 2) for r in rows],
                    ["training time (s)"] + [f"{_mean(r['train_time_s']):.1f}" for r in rows]])
 
 

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from experiments import readme
+from attent_experiments import readme
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
