@@ -205,6 +205,7 @@ class Checkpointer:
         return ocp.CheckpointManager(self.directory, options=options)
 
     def all_steps(self) -> list[int]:
+        """The steps this process sees on disk (its own view: in a multi-process run, only process 0's decides)."""
         return sorted(self._manager.all_steps())
 
     def latest_step(self) -> int | None:
@@ -221,7 +222,7 @@ class Checkpointer:
         meta = dict(meta, fingerprint=fingerprint(state))
         # A save is collective: a process whose listing is stale would skip one the others enter, and
         # they would wait for it forever. So the listing and the comparison that decide are process 0's.
-        if _agree(int(step in self._manager.all_steps())):
+        if _agree(int(step in self.all_steps())):
             self._manager.wait_until_finished()
             if not _agree(int(self._stored_fingerprint(step) == meta["fingerprint"])):
                 self._replace(step, state, meta)
@@ -351,7 +352,7 @@ class Checkpointer:
         self._manager.wait_until_finished()
         below = None
         while True:
-            steps = [s for s in self._manager.all_steps() if below is None or s < below]
+            steps = [s for s in self.all_steps() if below is None or s < below]
             step = _agree(max(steps) if steps else -1)
             if step < 0:
                 return None
