@@ -121,6 +121,8 @@ def test_fsdp_refused_on_multiprocess_cpu_only():
     mesh.check_fsdp_supported(False, _fake_mesh([0, 0, 1, 1]))
     mesh.check_fsdp_supported(True, _fake_mesh([0, 0, 0, 0]))
     mesh.check_fsdp_supported(True, _fake_mesh([0, 0, 1, 1], platform="gpu"))
+    with pytest.raises(ValueError, match=r"jax-ml/jax#40830"):  # the loop's shardings ask first
+        mesh.state_shardings({"params": {}, "opt": {}}, _fake_mesh([0, 1]), fsdp=True, fsdp_min_size=1)
 
 
 def test_resume_may_change_how_processes_meet(tmp_path):

@@ -26,7 +26,7 @@ _CLUSTER_ENV = {"SLURM_NTASKS": int, "OMPI_COMM_WORLD_SIZE": int,
 # JAX reads this one for the coordinator's address, but no process count or id from the environment, so alone
 # it cannot start a run (JAX: "Number of processes must be defined"): it needs the flags as well.
 _COORDINATOR_ENV = "JAX_COORDINATOR_ADDRESS"
-# The CPU backend's cross-process collectives (JAX's default since 0.5; set in case a user turned them off).
+# The CPU backend's cross-process collectives (already the default in JAX 0.10; set only where they are off).
 _CPU_COLLECTIVES = "gloo"
 # gloo's reduce-scatter returns wrong data for chunks of about 4 MiB and more, without an error.
 _GLOO_PSUM_SCATTER_ISSUE = "https://github.com/jax-ml/jax/issues/40830"
