@@ -79,6 +79,32 @@ class CheckpointRestoreError(RuntimeError):
 _DAMAGE_STATUSES = ("DATA_LOSS", "OUT_OF_RANGE", "NOT_FOUND")
 
 
+# The outcome of one process's restore of a step, worst last: the worst any process met is what all act on.
+_RESTORED, _DAMAGED, _MISMATCH, _FAILED = range(4)
+
+
+def _agree(value: int) -> int:
+    """Process 0's `value` on every process (unchanged in a one-process run): one decision from one view."""
+    if jax.process_count() == 1:
+        return int(value)
+    from jax.experimental import multihost_utils
+    with jax.transfer_guard("allow"):  # a sanctioned host->device->host copy of one int
+        return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
+
+
+def _gather(value: int) -> list[int]:
+    """Every process's `value`, by process index."""
+    if jax.process_count() == 1:
+        return [int(value)]
+    from jax.experimental import multihost_utils
+    with jax.transfer_guard("allow"):
+        return [int(v) for v in np.asarray(multihost_utils.process_allgather(np.int32(value))).reshape(-1)]
+
+
+def _processes(outcomes: list[int], outcome: int) -> str:
+    return "process " + ", ".join(str(i) for i, o in enumerate(outcomes) if o == outcome)
+
+
 def _is_damage(err: BaseException) -> bool:
     if isinstance(err, (CheckpointCorruptError, json.JSONDecodeError)):
         return True
@@ -179,6 +205,7 @@ class Checkpointer:
         return ocp.CheckpointManager(self.directory, options=options)
 
     def all_steps(self) -> list[int]:
+        """The steps this process sees on disk (its own view: in a multi-process run, only process 0's decides)."""
         return sorted(self._manager.all_steps())
 
     def latest_step(self) -> int | None:
@@ -188,12 +215,16 @@ class Checkpointer:
         """Save `state` (pytree of arrays) and `meta` (JSON-able dict) as checkpoint `step`.
 
         A step already on disk is left as it is (the state at a step is a
-        function of the run's config, so it would be the same).
+        function of the run's config, so it would be the same). Every process
+        of a multi-process run takes process 0's decision (save, keep or
+        replace), whatever its own folder listing says.
         """
         meta = dict(meta, fingerprint=fingerprint(state))
-        if step in self._manager.all_steps():
+        # A save is collective: a process whose listing is stale would skip one the others enter, and
+        # they would wait for it forever. So the listing and the comparison that decide are process 0's.
+        if _agree(int(step in self.all_steps())):
             self._manager.wait_until_finished()
-            if self._stored_fingerprint(step) != meta["fingerprint"]:
+            if not _agree(int(self._stored_fingerprint(step) == meta["fingerprint"])):
                 self._replace(step, state, meta)
             return
         self._save_with(self._manager, step, state, meta)
@@ -312,22 +343,49 @@ class Checkpointer:
         aside with a `CheckpointWarning` and the next older one is tried. A
         changed state layout raises `CheckpointMismatchError`; any other failure
         raises `CheckpointRestoreError`; both leave every file as it was.
+
+        In a multi-process run process 0 names each step to try (from its
+        listing), every process restores exactly that step, and the outcome
+        that counts is the worst any process met: all of them resume from the
+        same step, skip the same damaged one, or stop together.
         """
         self._manager.wait_until_finished()
-        for step in sorted(self._manager.all_steps(), reverse=True):
+        below = None
+        while True:
+            steps = [s for s in self.all_steps() if below is None or s < below]
+            step = _agree(max(steps) if steps else -1)
+            if step < 0:
+                return None
+            below = step
             try:
-                return self.restore(step, abstract_state)
+                result, outcome, error = self.restore(step, abstract_state), _RESTORED, None
             except CheckpointCorruptError as err:
-                moved = self._move_aside(step)
-                warnings.warn(f"checkpoint {step} in {self.directory} is damaged and was skipped "
-                              f"(moved to {moved}): {_first_line(err)}", CheckpointWarning, stacklevel=2)
-            except CheckpointMismatchError:
-                raise
+                result, outcome, error = None, _DAMAGED, err
+            except CheckpointMismatchError as err:
+                result, outcome, error = None, _MISMATCH, err
             except Exception as err:
-                raise CheckpointRestoreError(
-                    f"checkpoint {step} in {self.directory} could not be restored ({_first_line(err)}); nothing "
-                    f"was moved or changed: once the cause is fixed, running again resumes from it") from err
-        return None
+                result, outcome, error = None, _FAILED, err
+            outcomes = _gather(outcome)
+            worst = max(outcomes)
+            if worst == _RESTORED:
+                return result
+            if worst == _DAMAGED:
+                where = _processes(outcomes, _DAMAGED)
+                moved = self._move_aside(step)
+                detail = _first_line(error) if error is not None else f"found damaged by {where}"
+                warnings.warn(f"checkpoint {step} in {self.directory} is damaged and was skipped "
+                              f"(moved to {moved}): {detail}", CheckpointWarning, stacklevel=2)
+                continue
+            if outcome == worst and worst == _MISMATCH:
+                raise error
+            if worst == _MISMATCH:
+                raise CheckpointMismatchError(
+                    f"checkpoint {step} in {self.directory} holds a state of another layout for "
+                    f"{_processes(outcomes, _MISMATCH)} (see its output); nothing was moved")
+            detail = _first_line(error) if outcome == _FAILED else f"{_processes(outcomes, _FAILED)} failed, see its output"
+            raise CheckpointRestoreError(
+                f"checkpoint {step} in {self.directory} could not be restored ({detail}); nothing "
+                f"was moved or changed: once the cause is fixed, running again resumes from it") from error
 
     def _move_aside(self, step: int) -> str:
         """Move a damaged step folder out of the manager's sight, so that step can be saved again."""

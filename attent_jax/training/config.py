@@ -207,9 +207,14 @@ class RunConfig:
     checkpoint_every: int = 200    # save a checkpoint every this many steps (and at every epoch end)
     keep_checkpoints: int = 3      # checkpoints kept on disk
     progress_bar: bool = True      # show a tqdm progress bar
+    coordinator: str = ""          # multi-process: HOST:PORT of process 0's coordinator ("" = one process, or SLURM/MPI/TPU detection)
+    num_processes: int = 0         # multi-process: how many processes join (with coordinator and process_id)
+    process_id: int = -1           # multi-process: this process's index, 0 .. num_processes-1 (process 0 writes logs)
 
     def __post_init__(self):
         check_types(self)
+        from attent_jax.training.mesh import check_coordinator  # mesh imports JAX; config stays light until here
+        check_coordinator(self.coordinator, self.num_processes, self.process_id)
         for name in ("epochs", "batch_size", "eval_batch_size", "log_every", "checkpoint_every", "keep_checkpoints",
                      "fsdp_min_size"):
             at_least(name, getattr(self, name), 1)
@@ -221,8 +226,9 @@ SECTIONS = {"data": DataConfig, "model": ModelConfig, "selection": SelectionConf
 # flat field name -> its section (names are unique across sections: one flag per field)
 FIELD_SECTION = {f.name: section for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
 assert len(FIELD_SECTION) == sum(len(dataclasses.fields(c)) for c in SECTIONS.values()), "a field name repeats"
-# Fields that change only what a run shows or how often it saves, never its numbers.
-RESUME_MAY_CHANGE = ("progress_bar", "log_every", "checkpoint_every", "keep_checkpoints")
+# Fields that change only what a run shows, how often it saves, or how its processes meet, never its numbers.
+RESUME_MAY_CHANGE = ("progress_bar", "log_every", "checkpoint_every", "keep_checkpoints",
+                     "coordinator", "num_processes", "process_id")
 
 
 @dataclasses.dataclass(frozen=True)

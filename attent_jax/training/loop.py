@@ -96,7 +96,7 @@ class Trainer:
         self.config = config = config.resolve()
         run = config.run
         self.workdir = os.path.abspath(check_workdir(workdir))
-        initialize_distributed()
+        initialize_distributed(run.coordinator, run.num_processes, run.process_id)
         self.mesh = mesh if mesh is not None else make_mesh()
         n_dev = self.mesh.size
         check_batch_divisible(run.batch_size, n_dev)
