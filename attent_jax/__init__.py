@@ -63,6 +63,7 @@ _API = {
     "TrainConfig": "attent_jax.training.config",
     "Trainer": "attent_jax.training.loop",
     "train_and_evaluate": "attent_jax.training.loop",
+    "fit": "attent_jax.training.user_run",
     "restore_params": "attent_jax.training.loop",
     "NonFiniteLossError": "attent_jax.training.run_log",
 }

@@ -54,6 +54,8 @@ from attent_jax.training._checks import at_least, check_types, in_range, number_
 
 TASKS = ("teach", "mnist1d", "charlm", "arith")
 MODELS = ("attention", "encoder", "decoder")
+# A user's model factory by import path (`attent train --model package.module:factory`; stages.load_factory).
+FACTORY_PATTERN = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*"
 SELECTIONS = ("none",) + tuple(selection.SELECTORS)
 SCORES = ("loss", "discrepancy")
 LR_SCHEDULE_BY = ("steps", "epochs")
@@ -93,14 +95,15 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    model: str = ""                # attention | encoder | decoder; "" = the task's model
+    model: str = ""                # attention | encoder | decoder, or package.module:factory (your own; README); "" = the task's model
     width: int = 0                 # model width (d' for the attention learner); 0 = model default
     depth: int = 0                 # Transformer blocks (encoder/decoder); 0 = model default
     num_heads: int = 0             # attention heads; 0 = model default
 
     def __post_init__(self):
         check_types(self)
-        one_of("model", self.model, ("",) + MODELS)
+        if not re.fullmatch(FACTORY_PATTERN, self.model):
+            one_of("model", self.model, ("",) + MODELS, "or an import path package.module:factory")
         for name in ("width", "depth", "num_heads"):
             at_least(name, getattr(self, name), 0)
 
@@ -248,7 +251,7 @@ class TrainConfig:
         if s.score == "discrepancy" and d.task != "teach":
             raise ValueError(f"score: got 'discrepancy' for task {d.task!r}, expected the regression task 'teach' "
                              "(classification and LM tasks score by loss)")
-        if m.model and m.model != TASK_MODEL[d.task]:
+        if m.model in MODELS and m.model != TASK_MODEL[d.task]:
             raise ValueError(f"model: got {m.model!r}, expected {TASK_MODEL[d.task]!r} for task {d.task!r}")
         if d.task == "arith" and self.run.pretrain_epochs and not d.text_file:
             raise ValueError(f"text_file: got '', expected a text file for arith's {self.run.pretrain_epochs} "
@@ -326,7 +329,8 @@ class TrainConfig:
         """The same config with every task-dependent default ("" or 0) filled in."""
         d, m = self.data, self.model
         model = m.model or TASK_MODEL[d.task]
-        width, depth, heads = _MODEL_SIZES[model][1 if d.quick else 0]
+        # A user's factory gets the sizes of the task's own model when the flags leave them at 0.
+        width, depth, heads = _MODEL_SIZES[model if model in MODELS else TASK_MODEL[d.task]][1 if d.quick else 0]
         # An absolute text path: a run resumed from another working directory finds the same file.
         text_file = os.path.abspath(d.text_file) if d.text_file else ""
         lr = _QUICK_LEARNING_RATE.get(d.task, _LEARNING_RATE) if d.quick else _LEARNING_RATE

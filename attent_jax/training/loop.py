@@ -67,7 +67,8 @@ from attent_jax.training.mesh import check_batch_divisible, initialize_distribut
 from attent_jax.training.optim import learning_rate, make_optimizer
 from attent_jax.training.run_log import NonFiniteLossError  # noqa: F401  (raised by train_and_evaluate; import it from here)
 from attent_jax.training.run_log import MetricsLog, Session, new_clock, warn_once, write_atomic
-from attent_jax.training.stages import build_stages, example_scores, load_dataset, model_builder, per_example_fn
+from attent_jax.training.stages import (Stage, build_stages, check_per_example, example_scores, load_dataset,
+                                       model_builder, per_example_fn, stage_per_example)  # noqa: F401 (per_example_fn: importable from here, as before)
 from attent_jax.training.workdir import (CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, RESULTS_FILE,  # noqa: F401
                                         check_run_folder, check_workdir)
 
@@ -85,12 +86,18 @@ def _non_finite_scores(teacher_state):
 class Trainer:
     """One run: validated config, data, model, shardings and jitted functions; `run()` trains.
 
-    Construction validates everything (config, devices, data, run folder) and
-    writes nothing; `run()` writes the run folder and trains, resuming from the
-    newest intact checkpoint there.
+    Construction validates everything (config, devices, data, run folder, the
+    shape of each stage's per-example losses) and writes nothing; `run()` writes
+    the run folder and trains, resuming from the newest intact checkpoint there.
+
+    ``stages`` and ``build`` (given together) replace the config's task and
+    model: a user's stages (`stages.user_stage`) and ``build(rngs) -> module``;
+    this is how `attent_jax.fit` runs a user's model, loss and data through this
+    same loop. The config's data and model sections are then unused.
     """
 
-    def __init__(self, config: TrainConfig, workdir: str, *, mesh: Mesh | None = None):
+    def __init__(self, config: TrainConfig, workdir: str, *, mesh: Mesh | None = None,
+                 stages: list[Stage] | None = None, build: Callable[[nnx.Rngs], nnx.Module] | None = None):
         if not isinstance(config, TrainConfig):
             raise ValueError(f"config: got {type(config).__name__}, expected a TrainConfig")
         self.config = config = config.resolve()
@@ -103,11 +110,26 @@ class Trainer:
         # Scoring/eval chunks: a multiple of the device count, so each device scores an equal share.
         self.eval_chunk = -(-run.eval_batch_size // n_dev) * n_dev
         check_run_folder(self.workdir, config)
-        self.dataset = ds = load_dataset(config.data)
-        self.stages = build_stages(config, ds)
+        if (stages is None) != (build is None):
+            raise ValueError("stages and build: got only one, expected both (a user's run) or neither (the task's)")
+        if stages is None:
+            self.dataset = ds = load_dataset(config.data)
+            self.stages = build_stages(config, ds)
+            build = model_builder(config.model, ds, self.stages)
+        else:
+            self.dataset, self.stages = None, list(stages)
         self.planned = [s.planned_steps(run.batch_size) for s in self.stages]
-        build = model_builder(config.model, ds, self.stages)
-        self.graphdef = nnx.split(nnx.eval_shape(lambda: build(nnx.Rngs(0))))[0]
+        abstract = nnx.eval_shape(lambda: build(nnx.Rngs(0)))
+        self.graphdef = nnx.split(abstract)[0]
+        # The state pytree carries the module's Params only: anything else would silently reset every step.
+        other = [jax.tree_util.keystr(path) for path, _ in
+                 jax.tree_util.tree_leaves_with_path(nnx.to_pure_dict(nnx.state(abstract, nnx.Not(nnx.Param))))]
+        if other:
+            raise ValueError(f"model: holds non-Param state {other[0]} ({type(abstract).__name__}), expected a "
+                             "module whose state is nnx.Param only (no batch statistics, no stored RNG keys)")
+        abstract_params = nnx.to_pure_dict(nnx.state(abstract, nnx.Param))
+        for stage in self.stages:
+            check_per_example(stage, self._apply, abstract_params, run.batch_size)
         self.tx = make_optimizer(config.optim)
 
         def init(key):
@@ -146,7 +168,7 @@ class Trainer:
     def _make_train_step(self, si: int):
         stage, config = self.stages[si], self.config
         B = config.run.batch_size
-        per_example = per_example_fn(stage.kind, self._apply)
+        per_example = stage_per_example(stage, self._apply)
         planned, epochs = sum(self.planned[si]), stage.epochs
 
         def step(state, data, clock_4):
@@ -189,7 +211,7 @@ class Trainer:
     def _make_score(self, si: int):
         """A full scoring pass: every training example's score, no gradients, written into the score table."""
         stage, config = self.stages[si], self.config
-        per_example = per_example_fn(stage.kind, self._apply)
+        per_example = stage_per_example(stage, self._apply)
         n = stage.num_train
 
         chunk = self.eval_chunk
@@ -217,7 +239,7 @@ class Trainer:
 
     def _make_eval(self, si: int):
         stage = self.stages[si]
-        per_example = per_example_fn(stage.kind, self._apply)
+        per_example = stage_per_example(stage, self._apply)
         n = len(stage.test["x"])
 
         def evaluate(params, data):
@@ -395,7 +417,7 @@ class Trainer:
         stage = self.stages[si]
         out = {k: float(v) for k, v in jax.device_get(evaluate(state["params"], test)).items()}
         result = {"eval_loss": out["loss"]}
-        if stage.kind != "regression":
+        if stage.has_accuracy:
             result["eval_accuracy"] = out["accuracy"]
         if stage.decode is not None:
             result["exact_match"] = self._exact_match(state["params"], stage.decode, *decode_dev)

@@ -146,7 +146,7 @@ class Session:
                   "lr": float(values[-1]["lr"]), "fraction_selected": selected, "examples_per_s": rate,
                   **self._timings()}
         postfix = {"loss": f"{loss:.4g}", "sel": f"{selected:.0%}", "ex/s": f"{rate:.0f}"}
-        if stage.kind != "regression":
+        if stage.has_accuracy:
             record["train_accuracy"] = acc
             postfix["acc"] = f"{acc:.3f}"
         self.log.write(record)

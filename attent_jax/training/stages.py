@@ -2,16 +2,22 @@
 
 A `Stage` is one phase of training on one dataset with one teacher: most runs
 have one; arith with a text file has two (next-char pre-training on all data,
-then fine-tuning with selection).
+then fine-tuning with selection). A user's run (`attent_jax.fit`) is one stage of
+kind "custom" carrying its own per-example loss (`user_stage`); a user's model
+factory (``--model package.module:factory``) is built by `model_builder` too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
+import re
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from attent_jax.learner.model import AttentionLearner, LearnerConfig
@@ -20,23 +26,30 @@ from attent_jax.models.decoder import DecoderConfig, lm_accuracy, lm_losses
 from attent_jax.models.encoder import EncoderConfig, classification_correct, classification_losses
 from attent_jax.tasks import datasets as data_lib
 from attent_jax.teaching.teacher import Teacher, TeacherConfig
-from attent_jax.training.config import DataConfig, ModelConfig, TrainConfig
+from attent_jax.training.config import FACTORY_PATTERN, MODELS, DataConfig, ModelConfig, TrainConfig
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Stage:
     """One phase of training on one dataset with one teacher (arith: pre-training, then fine-tuning)."""
     name: str                       # "train", "pretrain" or "finetune"
-    kind: str                       # "regression", "classification" or "lm"
+    kind: str                       # "regression", "classification", "lm" or "custom" (a user's loss)
     train: dict                     # numpy arrays, axis 0 = examples: x, y (and m, the lm loss mask)
     test: dict                      # held-out arrays, same keys
     epochs: int                     # epochs of this stage
     teacher: Teacher                # plans each epoch (the pre-training stage: all data, reshuffled)
     decode: dict | None = None      # arith: prompts, prompt_lens, answers, vocab for exact match
+    loss: Callable | None = None    # kind "custom": loss(model_output, batch) -> (B,) per-example losses
+    metric: Callable | None = None  # kind "custom": metric(model_output, batch) -> (B,), logged as accuracy
 
     @property
     def num_train(self) -> int:
         return len(self.train["x"])
+
+    @property
+    def has_accuracy(self) -> bool:
+        """Whether the run logs an accuracy (regression has none; a user's stage only with a metric)."""
+        return self.kind in ("classification", "lm") or self.metric is not None
 
     def planned_steps(self, batch_size: int) -> list[int]:
         """Optimizer steps of each epoch from the teacher's host-side schedule (InfoBatch: as full epochs)."""
@@ -93,9 +106,43 @@ def build_stages(config: TrainConfig, ds: data_lib.Dataset) -> list[Stage]:
     return stages
 
 
+def load_factory(path: str) -> Callable:
+    """The callable named by ``package.module:factory``; a one-line ValueError if it cannot be imported."""
+    if not isinstance(path, str) or not re.fullmatch(FACTORY_PATTERN, path):
+        raise ValueError(f"model: got {path!r}, expected one of {MODELS} or an import path package.module:factory")
+    module_name, attr = path.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:  # a user's module may fail in any way; name it on one line
+        raise ValueError(f"model: got {path!r}, but module {module_name!r} does not import "
+                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f"model: got {path!r}, expected module {module_name!r} to define a callable {attr!r}")
+    return factory
+
+
+def factory_spec(config: ModelConfig, ds: data_lib.Dataset, rngs: nnx.Rngs) -> dict:
+    """The one argument of a user's model factory: what it is to be sized from (README: your own model)."""
+    return {"rngs": rngs, "task": ds.name, "kind": ds.kind,
+            "input_shape": tuple(ds.x_train.shape[1:]), "output_shape": tuple(ds.y_train.shape[1:]),
+            "num_classes": ds.num_classes or 0, "vocab_size": ds.vocab_size or 0,
+            "width": config.width, "depth": config.depth, "num_heads": config.num_heads}
+
+
 def model_builder(config: ModelConfig, ds: data_lib.Dataset, stages: list[Stage]) -> Callable[[nnx.Rngs], nnx.Module]:
     """``build(rngs) -> module`` for the (resolved) model config, sized from the data."""
     c = config
+    if c.model not in MODELS:
+        factory = load_factory(c.model)
+
+        def build(rngs):
+            module = factory(factory_spec(c, ds, rngs))
+            if not isinstance(module, nnx.Module):
+                raise ValueError(f"model: factory {c.model!r} returned {type(module).__name__}, expected an "
+                                 "nnx.Module")
+            return module
+        return build
     if c.model == "attention":
         x, y = ds.x_train, ds.y_train
         learner = LearnerConfig(d_in=x.shape[-1], d_qk=c.width, d_out=y.shape[-1], num_heads=c.num_heads,
@@ -146,3 +193,104 @@ def example_scores(score: str, loss_B, batch):
         return loss_B
     outputs_per_example = math.prod(batch["y"].shape[1:])
     return jnp.sqrt(outputs_per_example * loss_B)
+
+
+def stage_per_example(stage: Stage, apply: Callable) -> Callable:
+    """``f(params, batch) -> (loss_B, accuracy_B)`` of a stage: its kind's losses, or a user's own loss."""
+    if stage.loss is None:
+        return per_example_fn(stage.kind, apply)
+
+    def f(params, batch):
+        out = apply(params, batch["x"])
+        loss_B = jnp.asarray(stage.loss(out, batch))
+        acc_B = jnp.zeros_like(loss_B) if stage.metric is None else jnp.asarray(stage.metric(out, batch))
+        return loss_B, acc_B.astype(loss_B.dtype)
+    return f
+
+
+def check_per_example(stage: Stage, apply: Callable, params, batch_size: int) -> None:
+    """Before training: the stage's losses (and metric) on a batch are one value per example, shape (B,).
+
+    A loss that averages over the batch returns a scalar; training on it would
+    weight every example alike and leave the teacher nothing to rank, so it is
+    refused here (traced with `jax.eval_shape`: nothing runs).
+    """
+    batch = {k: jax.ShapeDtypeStruct((batch_size,) + v.shape[1:], v.dtype) for k, v in stage.train.items()}
+    loss_B, acc_B = jax.eval_shape(stage_per_example(stage, apply), params, batch)
+    what = "per_example_loss" if stage.loss is not None else f"the {stage.kind} loss of stage {stage.name!r}"
+    if loss_B.shape != (batch_size,):
+        raise ValueError(f"{what}: returned shape {loss_B.shape}, expected ({batch_size},): one loss per example "
+                         f"of a batch of {batch_size} (do not average over the batch)")
+    if acc_B.shape != (batch_size,):
+        raise ValueError(f"eval_fn: returned shape {acc_B.shape}, expected ({batch_size},): one value per example "
+                         f"of a batch of {batch_size}")
+
+
+def source_arrays(name: str, source, like: dict | None = None) -> dict:
+    """A user's source of examples as a dict of numpy arrays, axis 0 = examples.
+
+    `source`: a dict of equal-length arrays, or anything with ``__len__`` and
+    ``__getitem__(i) -> dict of arrays`` (every example the same keys, shapes and
+    dtypes). It must hold the model's input ``"x"``. With `like` (the training
+    arrays) the keys and per-example shapes must match it. Bad input: a one-line
+    ValueError naming what was expected.
+    """
+    if isinstance(source, dict):
+        arrays = {k: np.asarray(v) for k, v in source.items()}
+        lengths = {k: (v.shape[0] if v.ndim else None) for k, v in arrays.items()}
+        if any(n is None for n in lengths.values()) or len(set(lengths.values())) > 1:
+            raise ValueError(f"{name}: got arrays of lengths {lengths}, expected arrays of one length along axis 0")
+    elif hasattr(source, "__len__") and hasattr(source, "__getitem__"):
+        n = len(source)
+        if n == 0:
+            raise ValueError(f"{name}: got an empty source, expected at least one example")
+        first = source[0]
+        if not isinstance(first, dict):
+            raise ValueError(f"{name}[0]: got {type(first).__name__}, expected a dict of arrays")
+        first = {k: np.asarray(v) for k, v in first.items()}
+        columns = {k: [v] for k, v in first.items()}
+        for i in range(1, n):
+            try:
+                item = source[i]
+            except IndexError:
+                raise ValueError(f"{name}: len() is {n}, but item {i} raises IndexError; expected {n} "
+                                 "examples") from None
+            if not isinstance(item, dict) or set(item) != set(first):
+                got = sorted(item) if isinstance(item, dict) else type(item).__name__
+                raise ValueError(f"{name}[{i}]: got keys {got}, expected {sorted(first)} as item 0")
+            for k, v in item.items():
+                v = np.asarray(v)
+                if v.shape != first[k].shape or v.dtype != first[k].dtype:
+                    raise ValueError(f"{name}[{i}][{k!r}]: got {v.dtype} {v.shape}, expected "
+                                     f"{first[k].dtype} {first[k].shape} as item 0")
+                columns[k].append(v)
+        arrays = {k: np.stack(v) for k, v in columns.items()}
+    else:
+        raise ValueError(f"{name}: got {type(source).__name__}, expected a dict of equal-length arrays or a "
+                         "sequence of dicts of arrays (__len__ and __getitem__)")
+    if "x" not in arrays:
+        raise ValueError(f"{name}: got keys {sorted(arrays)}, expected an 'x' (the model's input)")
+    if like is not None:
+        if set(arrays) != set(like):
+            raise ValueError(f"{name}: got keys {sorted(arrays)}, expected {sorted(like)} as the training source")
+        for k, v in arrays.items():
+            if v.shape[1:] != like[k].shape[1:]:
+                raise ValueError(f"{name}[{k!r}]: got examples of shape {v.shape[1:]}, expected "
+                                 f"{like[k].shape[1:]} as the training source")
+    return arrays
+
+
+def user_stage(config: TrainConfig, loss: Callable, train: dict, test: dict, metric: Callable | None = None) -> Stage:
+    """The one stage of a user's run (`attent_jax.fit`): its arrays, loss and the config's teacher."""
+    run = config.run
+    n = len(train["x"])
+    if run.batch_size > n:
+        raise ValueError(f"batch_size: got {run.batch_size}, expected at most the {n} examples of train_source")
+    labels = None
+    if config.selection.selection == "class_weight":
+        if "y" not in train:
+            raise ValueError("train_source: has no 'y', expected (N,) int class ids in 'y' for the class_weight "
+                             "selector")
+        labels = train["y"]
+    teacher = Teacher(config.teacher_config(), n, labels=labels)
+    return Stage("train", "custom", train, test, run.epochs, teacher, loss=loss, metric=metric)
