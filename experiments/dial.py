@@ -94,8 +94,7 @@ class Config:
 
 
 QUICK = Config(num_train=256, num_test=128, epochs=3, batch_size=32, learning_rate=5e-3, width=16, depth=1,
-               num_heads=2,
-               easy_levels=(0.8,), duplicate_levels=(0.8,), noise_levels=(0.3,), seeds=(0,))
+               num_heads=2, easy_levels=(0.8,), duplicate_levels=(0.8,), noise_levels=(0.3,), seeds=(0,))
 
 
 def datasets(config: Config) -> list[dict]:

@@ -108,8 +108,8 @@ class Config:
 
 # attent_lr_steps is left out of the quick run only to keep it within 2 minutes (it differs from attent
 # in its lr layout alone, which the unit tests cover).
-QUICK = Config(num_train=256, num_test=128, epochs=3, batch_size=32, learning_rate=5e-3, width=16, depth=1, num_heads=2,
-               budgets=(0.5, 1.0), seeds=(0, 1), methods=("all_data", "attent", "random", "infobatch"))
+QUICK = Config(num_train=256, num_test=128, epochs=3, batch_size=32, learning_rate=5e-3, width=16, depth=1,
+               num_heads=2, budgets=(0.5, 1.0), seeds=(0, 1), methods=("all_data", "attent", "random", "infobatch"))
 
 
 # =========================================================================== plans fitted to a budget
