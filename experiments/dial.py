@@ -36,10 +36,11 @@ dial.png, runs/DATASET_METHOD_seedK/.
 Run:
     python -m experiments.dial            # full: 20k/4k, 20 epochs, 9 datasets × 3 methods × 3 seeds
     python -m experiments.dial --quick    # smoke test: tiny sizes, one level per dial, 1 seed
-Run time on a 2-core CPU: ``--quick`` about 1.5 min. The full config was not run: 3 seeds × (1 reference
-+ 9 datasets × 3 methods) = 84 runs at half the all-data cost each, about 3 × 14.5 all-data runs of
-20 epochs (~45 s each on a quiet machine) plus ~3 min of data generation (9 × 24k examples): about
-35-45 min on a quiet 2-core machine.
+Run time on a 2-core CPU: ``--quick`` 69-78 s standalone at load 3-5. Not run in full: 3 seeds ×
+(1 reference + 9 datasets × 3 methods) = 84 runs at half the all-data cost each, about 3 × 14.5 all-data runs of
+20 epochs (~45 s each on a quiet machine) plus the data generation of 9 × 24k examples (mnist1d's
+transforms: 0.7 ms per example quiet, ~10 ms measured here at load 6, i.e. 3 to 35 min): about
+35-80 min on a 2-core machine.
 """
 
 from __future__ import annotations
