@@ -110,8 +110,9 @@ def test_ablation_quick(tmp_path, cache_dir):
     _pngs(tmp_path, ["ablation.png"])
     rows = {r["interval"]: r for r in payload["rows"]}
     assert set(rows) == {"fixed", "incremental"}
-    # 3 epochs, fixed interval 1: cycles at epochs 1 and 2, the second scored; incremental: one cycle.
-    assert rows["fixed"]["scoring_passes"] == 1 and rows["incremental"]["scoring_passes"] == 0
+    # 3 epochs, the paper's first epoch (scored at initialization): fixed interval 1 = cycles at epochs 0, 1, 2,
+    # each scored; incremental = cycles [0] and [1, 2] (k(1/2) = 6, cut at the end), both scored.
+    assert rows["fixed"]["scoring_passes"] == 3 and rows["incremental"]["scoring_passes"] == 2
     # The claim's verdict follows from the rows' times (catches a verdict inverted or fixed).
     claim = payload["claims"][0]
     assert claim["claim"] == "incremental interval trains faster than fixed"
