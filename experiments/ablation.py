@@ -105,12 +105,15 @@ def run(config: Config, out_dir: str) -> dict:
     env = common.environment(config.seeds)
     combos = ([None] if config.all_data else []) + combinations(config)
     rows = []
-    for combo in combos:
-        runs = []
-        for seed in config.seeds:
+    # Interleaved (for each seed, every combination), so a drifting machine load favours no combination.
+    by_combo: dict = {_name(c): [] for c in combos}
+    for seed in config.seeds:
+        for combo in combos:
             tc = train_config(config, combo, seed)
-            r = timing.timed_run(tc, os.path.join(out_dir, "runs", f"{_name(combo)}_seed{seed}"))
-            runs.append(r)
+            by_combo[_name(combo)].append(timing.timed_run(tc, os.path.join(out_dir, "runs",
+                                                                            f"{_name(combo)}_seed{seed}")))
+    for combo in combos:
+        runs = by_combo[_name(combo)]
         st = [r["stages"]["train"] for r in runs]
         row = {"ratio": combo[0] if combo else "—", "interval": combo[1] if combo else "—",
                "selector": combo[2] if combo else "all data",
@@ -119,8 +122,8 @@ def run(config: Config, out_dir: str) -> dict:
                "scoring_plus_selection_s": [s["scoring_s"] + s["selection_s"] for s in st],
                "final_accuracy_pct": [100.0 * timing.final(r, "eval_accuracy") for r in runs],
                "fraction_seen": [s["fraction_seen"] for s in st],
-               "runs": [{k: r[k] for k in ("config", "result", "epochs", "stages", "compile_s", "workdir")}
-                        for r in runs]}
+               "runs": [{k: r[k] for k in ("config", "result", "epochs", "stages", "compile_s", "load_average",
+                                           "workdir")} for r in runs]}
         rows.append(row)
         print(f"[{NAME}] {_name(combo):>28s}: train {stats.fmt_mean_std(row['train_time_s'], 1)}s, acc "
               f"{stats.fmt_mean_std(row['final_accuracy_pct'], 2)}%, seen "

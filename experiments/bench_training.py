@@ -107,12 +107,12 @@ def measure(config: Config, out_dir: str) -> list[dict]:
     import jax
 
     d = jax.device_count()
-    rows = []
-    for method in config.methods:
-        row = {"devices": d, "method": method, "seeds": list(config.seeds),
-               "scoring_passes": timing.scoring_passes(train_config(config, method, config.seeds[0])),
-               **{k: [] for k in _PER_SEED}}
-        for seed in config.seeds:
+    rows = [{"devices": d, "method": method, "seeds": list(config.seeds),
+             "scoring_passes": timing.scoring_passes(train_config(config, method, config.seeds[0])),
+             "load_average": [], **{k: [] for k in _PER_SEED}} for method in config.methods]
+    # Interleaved (for each seed, every method), so a drifting machine load favours no method.
+    for seed in config.seeds:
+        for method, row in zip(config.methods, rows):
             r = timing.timed_run(train_config(config, method, seed),
                                  os.path.join(out_dir, "runs", f"d{d}_{method}_seed{seed}"))
             st = r["stages"]["train"]
@@ -127,10 +127,10 @@ def measure(config: Config, out_dir: str) -> list[dict]:
                       "final_accuracy_pct": 100.0 * timing.final(r, "eval_accuracy"), "compile_s": r["compile_s"]}
             for k in _PER_SEED:
                 row[k].append(values[k])
+            row["load_average"].append(r["load_average"])
             print(f"[{NAME}] {d} device(s) {method:>12s} seed {seed}: {values['throughput']:.0f} ex/s, scoring+"
                   f"selection {100 * values['overhead_share']:.2f}% of {values['train_time_s']:.1f}s, seen "
                   f"{values['fraction_seen']:.2f}", flush=True)
-        rows.append(row)
     return rows
 
 

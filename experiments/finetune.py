@@ -173,7 +173,7 @@ def run(config: Config, out_dir: str) -> dict:
                          "(greedy decoding), checkpoints excluded (experiments/timing.py)",
                "summary": summary, "checks": checks,
                "runs": {m: [{k: r[k] for k in ("config", "result", "epochs", "stages", "compile_s", "process_s",
-                                                "workdir")} for r in rs] for m, rs in runs.items()}}
+                                                "load_average", "workdir")} for r in rs] for m, rs in runs.items()}}
     figure = plot(runs, out_dir)
     paths = common.write_outputs(out_dir, NAME, payload, markdown(config, env, summary, checks))
     for line in _check_lines(checks):

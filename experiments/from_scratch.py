@@ -10,8 +10,12 @@ data, model, epochs and optimizer (AdamW, warm-up + cosine decay):
 
 - ``all_data``: every example every epoch (the "w/o AtteNT" baseline);
 - ``attent``: the scratch regime with the paper's defaults (Soft selector,
-  ratio 0.2 → 0.8 by ``--attent-ratio``, incremental interval 1 → 10 epochs);
-- ``random``: the same schedule and budget, examples drawn uniformly;
+  ratio 0.2 → 0.8 by ``--attent-ratio``, incremental interval 1 → 10 epochs,
+  the paper's first epoch: a scoring pass at initialization, then epoch 0 on
+  the selected share; each cycle at the ratio of its last epoch, so the last
+  trains on 80%);
+- ``random``: the same schedule and budget, examples drawn uniformly (no
+  scoring pass: it reads no score);
 - ``infobatch``: InfoBatch (Qin et al., 2024; prune half of the below-mean-loss
   examples each epoch, rescale the kept ones, all data in the last 12.5%).
 
@@ -27,7 +31,9 @@ compilation, evaluation and checkpoints excluded), the time to reach the
 baseline's final test accuracy (the mean over seeds of ``all_data``'s last
 epoch; one-epoch resolution), final test accuracy and the fraction of the
 baseline's training examples seen. Targets: AtteNT's time to the baseline's
-accuracy over the baseline's training time ≤ 0.75 (stretch 0.6), and AtteNT's
+accuracy over the baseline's own time to that accuracy (mean over the baseline
+seeds that reach it) ≤ 0.75 (stretch 0.6; the ratio over the baseline's whole
+training time, the earlier definition, is printed next to it, named), and AtteNT's
 final accuracy at most 0.2 points below the baseline's; both printed as PASS or
 MISS as measured (ratio per seed against the same seed's baseline, then
 averaged).
@@ -40,6 +46,9 @@ config.json, metrics.jsonl, results.json).
 Run:
     python -m experiments.from_scratch            # full: 20k examples, 20 epochs, seeds 0 1 2
     python -m experiments.from_scratch --quick    # smoke test
+The committed results predate the paper's first epoch as default, the cycle ratio read at the
+cycle's end and the unscored random baseline (they trained epoch 0 on all data and charged random
+its scoring passes): re-run before comparing.
 Run time on a 2-core CPU: ``--quick`` 52 s (measured standalone, compilation included, on a machine
 shared with other jobs, load ≈ 5); full mode measured 19 min (12 runs: 4 methods × 3 seeds, machine
 load 3–5; ~15 s of each is MNIST-1D generation), and 9 min (541 s, the sum of its runs' process
@@ -95,7 +104,7 @@ class Config:
     attent_anneal: float = 0.125    # attent_anneal variant: final share of epochs on all data (InfoBatch's δ)
     seeds: tuple = (0, 1, 2)        # training seeds (model init, teacher, data order)
     methods: tuple = METHODS        # methods to run (all_data is needed for the targets)
-    target_time_ratio: float = 0.75  # PASS if AtteNT time-to-baseline-accuracy / baseline time is at most this
+    target_time_ratio: float = 0.75  # PASS if AtteNT time-to-baseline-accuracy / baseline's own time to it is at most this
     stretch_time_ratio: float = 0.6  # stretch goal for the same ratio
     target_accuracy_gap: float = -0.2  # PASS if AtteNT's final accuracy minus the baseline's is at least this (points)
 
@@ -204,10 +213,18 @@ def summarize(config: Config, runs: dict) -> tuple[dict, dict]:
 def _target_checks(config: Config, summary: dict, method: str) -> dict:
     """The targets' numbers for one AtteNT method against the all-data baseline."""
     b, a = summary["all_data"], summary[method]
-    ratios = [t / bt for t, bt in zip(a["time_to_target_s"], b["train_time_s"])]
-    ratio = float(np.mean(ratios))  # NaN (unreached) in any seed makes it NaN: a MISS
+    both = timing.ratios_from_times(a["time_to_target_s"], b["time_to_target_s"], b["train_time_s"])
+    # The headline divides by the baseline's own time to the target, not by its whole run: the baseline
+    # reaches its final mean accuracy before its last epoch, and dividing by all of it flatters the method.
+    ratios = both["vs_baseline_time_to_target_per_seed"]
+    ratio = both["vs_baseline_time_to_target"]  # NaN (unreached) in any seed makes it NaN: a MISS
     gap = stats.mean_std(a["final_accuracy_pct"])[0] - stats.mean_std(b["final_accuracy_pct"])[0]
     return {"time_ratio_per_seed": ratios, "time_ratio": ratio,
+            "time_ratio_definition": timing.TIME_RATIO_DEFINITIONS["vs_baseline_time_to_target"],
+            "baseline_time_to_target_s": both["baseline_time_to_target_s"],
+            "time_ratio_vs_total_time": both["vs_baseline_total_time"],
+            "time_ratio_vs_total_time_per_seed": both["vs_baseline_total_time_per_seed"],
+            "time_ratio_vs_total_time_definition": timing.TIME_RATIO_DEFINITIONS["vs_baseline_total_time"],
             "time_ratio_target": config.target_time_ratio, "time_ratio_pass": bool(ratio <= config.target_time_ratio),
             "time_ratio_stretch": config.stretch_time_ratio,
             "time_ratio_stretch_pass": bool(ratio <= config.stretch_time_ratio),
@@ -229,10 +246,12 @@ def _check_lines(checks: dict) -> list[str]:
 
 
 def _method_check_lines(checks: dict, name: str, target_pct: float) -> list[str]:
-    return [f"{name} time to baseline accuracy ({target_pct:.2f}%) / baseline time = "
-            f"{_ratio_text(checks['time_ratio'])} "
+    return [f"{name} time to baseline accuracy ({target_pct:.2f}%) / the baseline's own time to it "
+            f"({checks['baseline_time_to_target_s']:.1f} s) = {_ratio_text(checks['time_ratio'])} "
             f"(target <= {checks['time_ratio_target']}: {stats.verdict(checks['time_ratio_pass'])}; "
             f"stretch <= {checks['time_ratio_stretch']}: {stats.verdict(checks['time_ratio_stretch_pass'])})",
+            f"{name} time to baseline accuracy / the baseline's whole training time = "
+            f"{_ratio_text(checks['time_ratio_vs_total_time'])} (the earlier definition, for comparison)",
             f"{name} final accuracy - baseline = {checks['accuracy_gap_points']:+.2f} points "
             f"(target >= {checks['accuracy_gap_target']}: {stats.verdict(checks['accuracy_gap_pass'])})",
             f"{name} total training time / baseline = {checks['total_time_ratio']:.3f}",
@@ -263,7 +282,9 @@ def markdown(config: Config, env: dict, summary: dict, checks: dict) -> str:
              f"Measured on: {common.environment_line(env)}.\n",
              "Training time = optimizer steps + scoring + selection; compilation, evaluation and checkpoints "
              "excluded. Time to baseline accuracy: first epoch whose test accuracy reaches the mean final accuracy "
-             f"of the all-data runs ({checks.get('target_accuracy_pct', float('nan')):.2f}%).\n",
+             f"of the all-data runs ({checks.get('target_accuracy_pct', float('nan')):.2f}%). Methods run interleaved "
+             "(for each seed, every method), so a drifting machine load favours none; each run's load is in the "
+             "JSON.\n",
              stats.markdown_table(headers, rows), ""]
     lines += [f"- {line}" for line in _check_lines(checks)]
     return "\n".join(lines) + "\n"
@@ -298,7 +319,7 @@ def plot(runs: dict, out_dir: str) -> list[str]:
 def _slim(run: dict) -> dict:
     """A run's record for the JSON (the per-epoch rows and totals; the full log stays in its workdir)."""
     return {k: run[k] for k in ("config", "result", "epochs", "stages", "compile_s", "compile_by_function",
-                                "process_s", "workdir")}
+                                "process_s", "load_average", "workdir") if k in run}
 
 
 def main(argv=None) -> int:

@@ -76,15 +76,20 @@ def run(config: Config, out_dir: str) -> dict:
     """Train every ratio and seed, write JSON/markdown/figure into `out_dir`; returns the payload."""
     env = common.environment(config.seeds)
     rows = []
-    for ratio in sorted(config.ratios, reverse=True):
-        runs = [timing.timed_run(train_config(config, ratio, seed),
-                                 os.path.join(out_dir, "runs", f"ratio{ratio:g}_seed{seed}"))
-                for seed in config.seeds]
+    ratios = sorted(config.ratios, reverse=True)
+    # Interleaved (for each seed, every ratio), so a drifting machine load favours no ratio.
+    by_ratio: dict = {ratio: [] for ratio in ratios}
+    for seed in config.seeds:
+        for ratio in ratios:
+            by_ratio[ratio].append(timing.timed_run(train_config(config, ratio, seed),
+                                                    os.path.join(out_dir, "runs", f"ratio{ratio:g}_seed{seed}")))
+    for ratio in ratios:
+        runs = by_ratio[ratio]
         st = [r["stages"]["train"] for r in runs]
         row = {"ratio": ratio, "final_accuracy_pct": [100.0 * timing.final(r, "eval_accuracy") for r in runs],
                "train_time_s": [s["train_time_s"] for s in st], "fraction_seen": [s["fraction_seen"] for s in st],
-               "runs": [{k: r[k] for k in ("config", "result", "epochs", "stages", "compile_s", "workdir")}
-                        for r in runs]}
+               "runs": [{k: r[k] for k in ("config", "result", "epochs", "stages", "compile_s", "load_average",
+                                           "workdir")} for r in runs]}
         rows.append(row)
         print(f"[{NAME}] ratio {ratio:.0%}: acc {stats.fmt_mean_std(row['final_accuracy_pct'], 2)}%, train "
               f"{stats.fmt_mean_std(row['train_time_s'], 1)}s, seen {stats.fmt_mean_std(row['fraction_seen'], 3)}",

@@ -244,7 +244,9 @@ def timed_run(train_config, workdir: str, *, keep_checkpoints: bool = False) -> 
     record's metrics plus the `epoch_times` columns), totals per stage
     (``stages``: train_time_s, steps_s, scoring_s, selection_s, examples_seen,
     fraction_seen), ``compile_s`` and ``compile_by_function``, and
-    ``process_s`` (everything, data loading and compilation included).
+    ``process_s`` (everything, data loading and compilation included), and
+    ``load_average`` (the machine's 1/5/15-minute load at the run's start and
+    end: a run measured on a busier machine is slower for no fault of its method).
     The checkpoints are deleted afterwards unless `keep_checkpoints`.
     """
     from attent_jax.training.loop import train_and_evaluate
@@ -255,10 +257,12 @@ def timed_run(train_config, workdir: str, *, keep_checkpoints: bool = False) -> 
     def on_step(step: int) -> None:
         step_times[step] = time.perf_counter()
 
+    load_start = _load_average()
     t0 = time.perf_counter()
     with CompileLog() as compiles:
         result = train_and_evaluate(train_config, workdir, on_step=on_step)
     process_s = time.perf_counter() - t0
+    load_end = _load_average()
     if not keep_checkpoints:
         shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
 
@@ -287,7 +291,11 @@ def timed_run(train_config, workdir: str, *, keep_checkpoints: bool = False) -> 
         st["fraction_seen"] = st["examples_seen"] / (st["epochs"] * (n // B) * B) if n >= B else None
     return {"config": resolved.to_dict(), "result": result, "epochs": epochs, "stages": stages,
             "compile_s": compiles.total(), "compile_by_function": compiles.by_function(), "process_s": process_s,
-            "workdir": workdir}
+            "load_average": {"start": load_start, "end": load_end}, "workdir": workdir}
+
+
+def _load_average():
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
 def final(run: dict, key: str, stage: str | None = None) -> float:
@@ -305,3 +313,39 @@ def time_to_target(run: dict, key: str, target: float, stage: str | None = None)
         if (stage is None or r["stage"] == stage) and key in r and r[key] >= target:
             return {"time_s": r["stage_time_s"], "epoch": r["epoch"], "examples_seen": r["examples_seen"]}
     return {"time_s": float("nan"), "epoch": None, "examples_seen": None}
+
+
+# The two readings of "time to the target, relative to the baseline", named wherever they are printed.
+TIME_RATIO_DEFINITIONS = {
+    "vs_baseline_time_to_target": "method's time to the target / the all-data baseline's own time to the same "
+                                  "target (mean over the baseline seeds that reach it): the headline",
+    "vs_baseline_total_time": "method's time to the target / the baseline's whole training time (per seed): "
+                              "flatters the method when the baseline reaches the target before its end",
+}
+
+
+def time_to_target_ratios(method_runs: list[dict], baseline_runs: list[dict], key: str, target: float,
+                          stage: str | None = None) -> dict:
+    """Both time-to-target ratios of a method against the baseline (`TIME_RATIO_DEFINITIONS`), per seed and mean.
+
+    Runs are paired by position (seed). A method seed that never reaches `target` makes its ratio NaN and so
+    the mean NaN (a miss); the baseline's own time to the target averages its seeds that reach it (the
+    target is usually the baseline's mean final value, so its best seed always does).
+    """
+    return ratios_from_times([time_to_target(r, key, target, stage)["time_s"] for r in method_runs],
+                             [time_to_target(r, key, target, stage)["time_s"] for r in baseline_runs],
+                             [r["stages"][stage or "train"]["train_time_s"] for r in baseline_runs])
+
+
+def ratios_from_times(t_method, t_base, total) -> dict:
+    """`time_to_target_ratios` from per-seed times: the method's and the baseline's times to the target (NaN
+    where unreached) and the baseline's whole training times."""
+    reached = [t for t in t_base if np.isfinite(t)]
+    own = float(np.mean(reached)) if reached else float("nan")
+    out = {"definitions": TIME_RATIO_DEFINITIONS, "baseline_time_to_target_s": own,
+           "baseline_seeds_reaching_target": len(reached)}
+    for name, per_seed in (("vs_baseline_time_to_target", [t / own for t in t_method]),
+                           ("vs_baseline_total_time", [t / b for t, b in zip(t_method, total)])):
+        out[name] = float(np.mean(per_seed)) if per_seed else float("nan")
+        out[name + "_per_seed"] = per_seed
+    return out

@@ -1,5 +1,6 @@
 """Tests for attent_jax.teaching.teacher: config validation, regimes, the score table, InfoBatch, determinism."""
 
+import dataclasses
 import doctest
 
 import jax
@@ -93,7 +94,8 @@ def test_finetune_schedule():
 
 
 def test_scratch_fixed_interval_schedule():
-    cfg = TeacherConfig(regime="scratch", ratio_schedule="fixed", ratio=0.5, interval_schedule="fixed", interval=3)
+    cfg = TeacherConfig(regime="scratch", ratio_schedule="fixed", ratio=0.5, interval_schedule="fixed", interval=3,
+                        first_epoch="full")
     n, scoring, kinds = _seq(Teacher(cfg, num_examples=10), 8)
     assert n == [10, 5, 5, 5, 5, 5, 5, 5]
     assert kinds == ["full", "select", "reuse", "reuse", "select", "reuse", "reuse", "select"]
@@ -103,7 +105,7 @@ def test_scratch_fixed_interval_schedule():
 
 def test_scratch_with_full_epochs_closing_each_cycle_never_rescores():
     cfg = TeacherConfig(regime="scratch", ratio_schedule="fixed", ratio=0.3, interval_schedule="fixed",
-                        interval=2, full_epochs_per_cycle=1)
+                        interval=2, full_epochs_per_cycle=1, first_epoch="full")
     n, scoring, kinds = _seq(Teacher(cfg, num_examples=10), 8)
     assert kinds == ["full", "select", "reuse", "full", "select", "reuse", "full", "select"]
     assert n == [10, 3, 3, 10, 3, 3, 10, 3]
@@ -113,7 +115,7 @@ def test_scratch_with_full_epochs_closing_each_cycle_never_rescores():
 def test_scratch_final_full_share_ends_on_all_data_like_infobatch():
     # 0.25 of 8 epochs: e >= 6 trains on all data; the cycle started at epoch 5 is cut short there.
     cfg = TeacherConfig(regime="scratch", ratio_schedule="fixed", ratio=0.5, interval_schedule="fixed",
-                        interval=2, final_full_share=0.25)
+                        interval=2, final_full_share=0.25, first_epoch="full")
     n, scoring, kinds = _seq(Teacher(cfg, num_examples=10), 8)
     assert kinds == ["full", "select", "reuse", "select", "reuse", "select", "full", "full"]
     assert n == [10, 5, 5, 5, 5, 5, 10, 10]
@@ -125,14 +127,60 @@ def test_scratch_final_full_share_ends_on_all_data_like_infobatch():
 
 
 def test_scratch_incremental_ratio_and_interval_schedule():
-    # p = e/10; r = 0.2 + 0.6 p; k = round(1 + 2 p), halves up; a cycle starts at e = 1, 2, 3, 5, 7, 9.
+    # p = e/10; r = 0.2 + 0.6 p read at each cycle's last epoch; k = round(1 + 2 p) at its first, halves up;
+    # cycles [1], [2], [3, 4], [5, 6], [7, 8], [9, 10].
     cfg = TeacherConfig(regime="scratch", ratio_schedule="incremental", ratio_start=0.2, ratio_end=0.8,
-                        interval_schedule="incremental", interval_min=1, interval_max=3)
+                        interval_schedule="incremental", interval_min=1, interval_max=3, first_epoch="full")
     n, scoring, kinds = _seq(Teacher(cfg, num_examples=100), 11)
-    assert n == [100, 26, 32, 38, 38, 50, 50, 62, 62, 74, 74]
+    assert n == [100, 26, 32, 44, 44, 56, 56, 68, 68, 80, 80]
     starts = [e for e, k in enumerate(kinds) if k == "select"]
     assert starts == [1, 2, 3, 5, 7, 9]
     assert [e for e, s in enumerate(scoring) if s] == [2, 3, 5, 7, 9]
+
+
+def test_scratch_default_first_epoch_selects_after_scoring_at_initialization():
+    """Catches the paper's first epoch not being the default: epoch 0 must train on the selected share
+    (round(r(0)·N), not all N) after a scoring pass at initialization (soft reads scores, and the table is
+    still empty); with first_epoch="full" epoch 0 trains on all data and needs no pass."""
+    cfg = TeacherConfig(regime="scratch", ratio_schedule="fixed", ratio=0.5, interval_schedule="fixed", interval=3)
+    n, scoring, kinds = _seq(Teacher(cfg, num_examples=10), 6)
+    assert kinds == ["select", "reuse", "reuse", "select", "reuse", "reuse"]
+    assert n == [5] * 6 and scoring == [True, False, False, True, False, False]
+    n, scoring, kinds = _seq(Teacher(dataclasses.replace(cfg, first_epoch="full"), num_examples=10), 6)
+    assert kinds[0] == "full" and n[0] == 10 and not scoring[0]
+    with pytest.raises(ValueError, match="first_epoch: got 'all'"):
+        TeacherConfig(first_epoch="all")
+
+
+@pytest.mark.parametrize("first_epoch", ["select", "full"])
+def test_scratch_schedule_reaches_both_ratio_endpoints(first_epoch):
+    """Catches a cycle reading its ratio at its first epoch: with 20 epochs and the paper's growing interval
+    (1 -> 10) the last cycle starts at epoch 17, so the ratio would stop at r(17/19) = 0.737 and never reach
+    ratio_end 0.8. Read at the cycle's last epoch, the last cycle (ending at epoch 19) trains on 0.8·N, and the
+    one-epoch first cycle at epoch 0 (default first_epoch) on ratio_start·N."""
+    plans = Teacher(TeacherConfig.paper_scratch(first_epoch=first_epoch), num_examples=1000).schedule(20)
+    ratios = [p.ratio for p in plans if p.ratio is not None]
+    assert max(ratios) == pytest.approx(0.8) and plans[-1].n_active == 800
+    assert ratios == sorted(ratios)
+    if first_epoch == "select":
+        assert plans[0].kind == "select" and plans[0].ratio == pytest.approx(0.2) and plans[0].n_active == 200
+
+
+@pytest.mark.parametrize("regime", ["scratch", "every_epoch", "finetune"])
+def test_selectors_that_read_no_score_never_ask_for_a_scoring_pass(regime):
+    """Catches random / class_weight being charged a scoring pass they never read (and hard / soft losing
+    theirs): same budgets as soft, but no needs_full_scoring epoch at all."""
+    def seq(selector):
+        return _seq(Teacher(TeacherConfig(regime=regime, selector=selector, ratio_schedule="fixed", ratio=0.5,
+                                          interval_schedule="fixed", interval=2),
+                            num_examples=20, labels=np.arange(20) % 4), 8)
+    soft = seq("soft")
+    assert seq("hard")[1] == soft[1] and any(soft[1]) == (regime != "finetune")   # finetune scores for free
+    for selector in ("random", "class_weight"):
+        n, scoring, _ = seq(selector)
+        assert n == soft[0] and not any(scoring), selector
+    teacher = Teacher(TeacherConfig(regime=regime, selector="random"), num_examples=20)
+    assert not any(teacher.needs_full_scoring(e, 8) for e in range(8))
 
 
 def test_every_epoch_schedule():

@@ -122,11 +122,15 @@ def test_each_task_quick_smoke(task, runs):
 
 def test_first_quick_run_learns(runs):
     """Catches quick defaults that do not learn: 400 examples at lr 1e-3 ended at 19% test accuracy
-    (chance: 10%) after 30 epochs; the first run must show learning well above chance."""
+    (chance: 10%) after 30 epochs; the first run must show learning well above chance.
+
+    0.5, not 0.6: with the paper's first epoch as the scratch default (epoch 0 on the 20% selected at
+    initialization) this run measured 56.6% (31,488 examples seen), against 70.4% (33,088) with
+    ``--first-epoch full``; 0.5 still fails the 19% of defaults that do not learn."""
     run = runs["first_run"]
     assert run["code"] == 0, run["stderr"][-2000:]
     result = json.loads(open(os.path.join(run["workdir"], "results.json")).read())
-    assert result["eval_accuracy"] >= 0.6, result
+    assert result["eval_accuracy"] >= 0.5, result
 
 
 def test_nan_loss_exits_nonzero_with_message(runs):

@@ -51,6 +51,7 @@ import jax.numpy as jnp
 from attent_jax.learner.validate import check_array, check_same_leading
 
 SELECTORS = ("hard", "soft", "random", "class_weight")
+SCORE_SELECTORS = ("hard", "soft")   # the selectors that read the score table (the others never need scoring)
 
 
 def discrepancy(pred_N, target_N):

@@ -8,24 +8,33 @@ train on, plus per-example loss weights. Selection runs on device and is
 jittable; the schedule (which epoch selects, how many, whether to re-score) is
 host-side Python, so the loop needs no device→host sync to know its shapes.
 
-Regimes (every regime trains epoch 0 on all data, which fills the score table
-from that epoch's training losses):
+Regimes (every regime but ``scratch`` trains epoch 0 on all data, which fills the
+score table from that epoch's training losses):
 
 - ``finetune`` (Appendix C, LLMs): epoch 0 on all data, recording each
   example's loss; at epoch 1 select round(r·N) examples from those losses
   (the paper: the top 70%) and train on that same subset, reshuffled, for every
   later epoch. Never asks for a scoring pass.
-- ``scratch`` (Appendix C, ViT pre-training): after epoch 0, training runs in
-  cycles. A cycle starting at epoch e (progress p = e / (E − 1)) selects
-  round(r(p)·N) examples, trains ``k(p)`` epochs on that subset (reshuffled each
-  epoch, k from the interval schedule, cut short by the end of training), then
-  ``full_epochs_per_cycle`` epochs on all data (0 by default: the paper's stages
-  train on the selected subset only). With ``final_full_share`` = a > 0 (our
-  variant, InfoBatch's annealing applied to AtteNT) every epoch e ≥ (1 − a)·E
-  trains on all data and the last cycle is cut short there. A cycle asks for a
-  full scoring pass before its selection unless the epoch just before trained
-  on all data, whose training losses already refreshed every score (so the
-  first cycle, right after epoch 0, and every cycle when
+- ``scratch`` (Appendix C, ViT pre-training): training runs in cycles. With
+  ``first_epoch="select"`` (default, the paper's first epoch) the first cycle
+  starts at epoch 0 with a scoring pass over all N examples at initialization;
+  with ``first_epoch="full"`` epoch 0 trains on all data (its training losses
+  score every example) and the first cycle starts at epoch 1. A cycle starting
+  at epoch e lasts ``k(p(e))`` epochs (p(e) = e / (E − 1), k from the interval
+  schedule, cut short by the end of training) and trains every one of them on
+  one subset (reshuffled each epoch) of round(r(p_last)·N) examples, where
+  p_last = e_last / (E − 1) is the progress of the cycle's *last* epoch: the
+  ratio a cycle uses is the one its end has reached, so the last cycle, which
+  ends at epoch E − 1, uses ``ratio_end``, and a first cycle of one epoch at
+  epoch 0 uses ``ratio_start`` (read at the cycle's start, a growing interval
+  would never reach ``ratio_end``: with 20 epochs and 1 → 10 it stopped at
+  0.74). Then ``full_epochs_per_cycle`` epochs on all data (0 by default: the
+  paper's stages train on the selected subset only). With ``final_full_share``
+  = a > 0 (our variant, InfoBatch's annealing applied to AtteNT) every epoch
+  e ≥ (1 − a)·E trains on all data and the last cycle is cut short there. A
+  cycle asks for a full scoring pass before its selection unless the epoch
+  just before trained on all data, whose training losses already refreshed
+  every score (so the first cycle after a full epoch 0, and every cycle when
   ``full_epochs_per_cycle >= 1``, score for free).
 - ``every_epoch`` (Algorithm 1, plain greedy): a fresh selection every epoch
   from epoch 1 on; with ``greedy_full_scoring`` (default, as Algorithm 1
@@ -51,12 +60,14 @@ their count.
 
 Baselines on the same budget: the ``random`` and ``class_weight`` selectors in
 the ``scratch``/``finetune`` regimes give the same ``n_active`` sequence as
-``hard``/``soft`` (it depends only on the schedule).
+``hard``/``soft`` (it depends only on the schedule). They never read a score,
+so their schedule asks for no scoring pass (``needs_full_scoring`` is False for
+every epoch): each method is charged only for the work it needs.
 
 The score table starts at +inf with ``seen_N`` False: an unseen example outranks
 every seen one for ``hard``/``soft`` (so it is tried before being skipped) and
-is never pruned by InfoBatch. Since epoch 0 trains on all data, this matters only
-when a loop skips updates.
+is never pruned by InfoBatch. Every schedule scores or trains every example before
+its first score-reading selection, so this matters only when a loop skips updates.
 
 Non-finite scores follow `attent_jax.teaching.selection`'s one rule (`selection.ranking`):
 +inf first, NaN last, in every regime; InfoBatch's mean is over the finite
@@ -192,18 +203,24 @@ class Teacher:
 
     def _build_schedule(self, num_epochs: int) -> list[EpochPlan]:
         cfg, n_all = self.config, self.num_examples
-        plans = [EpochPlan(0, "full", n_all, None, False)]
+        # Selectors that never read a score need no scoring pass: charging them one would bill a method
+        # for work it does not do.
+        reads_scores = cfg.selector in selection.SCORE_SELECTORS
+        plans = []
 
         def ratio(e):
             return schedules.ratio_at(cfg.ratio_schedule, schedules.progress(e, num_epochs), ratio=cfg.ratio,
                                       start=cfg.ratio_start, end=cfg.ratio_end)
 
-        def add_select(e, rescore):
-            r = ratio(e)
+        def add_select(e, rescore, ratio_epoch=None):
+            r = ratio(e if ratio_epoch is None else ratio_epoch)
+            fresh = not plans or plans[-1].kind != "full"   # no all-data epoch just refreshed every score
             plans.append(EpochPlan(e, "select", schedules.num_selected(r, n_all), r,
-                                   rescore and plans[-1].kind != "full"))
+                                   rescore and fresh and reads_scores))
             return plans[-1]
 
+        if cfg.regime != "scratch" or cfg.first_epoch == "full":
+            plans.append(EpochPlan(0, "full", n_all, None, False))
         if cfg.regime == "full":
             plans += [EpochPlan(e, "full", n_all, None, False) for e in range(1, num_epochs)]
         elif cfg.regime == "finetune":
@@ -215,19 +232,19 @@ class Teacher:
                 add_select(e, cfg.greedy_full_scoring)
         elif cfg.regime == "scratch":
             tail = _all_data_tail(cfg.final_full_share, num_epochs)
-            e = 1
+            e = len(plans)
             while e < tail:
                 k = schedules.interval_at(cfg.interval_schedule, schedules.progress(e, num_epochs),
                                           interval=cfg.interval, interval_min=cfg.interval_min,
                                           interval_max=cfg.interval_max)
-                first = add_select(e, True)
-                plans += [EpochPlan(j, "reuse", first.n_active, first.ratio, False)
-                          for j in range(e + 1, min(e + k, tail))]
-                e = min(e + k, tail)
+                end = min(e + k, tail)
+                first = add_select(e, True, ratio_epoch=end - 1)   # the ratio of the cycle's last epoch
+                plans += [EpochPlan(j, "reuse", first.n_active, first.ratio, False) for j in range(e + 1, end)]
+                e = end
                 plans += [EpochPlan(j, "full", n_all, None, False)
                           for j in range(e, min(e + cfg.full_epochs_per_cycle, tail))]
                 e = min(e + cfg.full_epochs_per_cycle, tail)
-            plans += [EpochPlan(j, "full", n_all, None, False) for j in range(tail, num_epochs)]
+            plans += [EpochPlan(j, "full", n_all, None, False) for j in range(len(plans), num_epochs)]
         else:  # infobatch
             tail = _all_data_tail(cfg.infobatch_anneal, num_epochs)
             for e in range(1, num_epochs):

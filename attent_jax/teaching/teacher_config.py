@@ -13,6 +13,7 @@ from attent_jax.teaching import schedules, selection
 REGIMES = ("finetune", "scratch", "every_epoch", "infobatch", "full")
 EPOCH_KINDS = ("full", "select", "reuse", "infobatch")
 RESCORE = ("all", "unselected")
+FIRST_EPOCHS = ("select", "full")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +30,8 @@ class TeacherConfig:
     interval: int = 2                    # k for "fixed": re-select every `interval` epochs
     interval_min: int = 1                # k(0) for "incremental" (Table 3: a growing interval saves time)
     interval_max: int = 10               # k(1) for "incremental"
+    first_epoch: str = "select"          # scratch: select (the paper: score all at initialization, train epoch 0
+                                         # on the selected share) | full (epoch 0 on all data; its losses score)
     full_epochs_per_cycle: int = 0       # scratch: all-data epochs closing each cycle (0 = selected only)
     final_full_share: float = 0.0        # scratch: the last share of epochs trains on all data (0 = the paper;
                                          # InfoBatch anneals with 0.125)
@@ -62,6 +65,7 @@ class TeacherConfig:
         one_of("ratio_schedule", schedules.RATIO_SCHEDULES)
         one_of("interval_schedule", schedules.INTERVAL_SCHEDULES)
         one_of("rescore", RESCORE)
+        one_of("first_epoch", FIRST_EPOCHS)
         number("temperature", 0.0, math.inf, True, True)
         for name in ("ratio", "ratio_start", "ratio_end"):
             number(name, 0.0, 1.0, True, False)

@@ -123,6 +123,7 @@ class SelectionConfig:
     interval_max: int = 10         # incremental interval at the end
     temperature: float = 1.0       # soft selection: draws ∝ exp(loss / temperature)
     normalize_scores: bool = False  # soft selection: divide losses by their std first
+    first_epoch: str = "select"    # scratch: select (the paper: score at init, train on the selected share) | full
     full_epochs_per_cycle: int = 0  # scratch: all-data epochs closing each selection cycle
     final_full_share: float = 0.0  # scratch: the last share of epochs on all data (0 = the paper; our variant)
     greedy_full_scoring: bool = True  # every_epoch: re-score all examples before each selection
@@ -167,6 +168,7 @@ class SelectionConfig:
             interval_schedule=interval if isinstance(interval, str) else "fixed",
             interval=self.interval_fixed if isinstance(interval, str) else int(interval),
             interval_min=self.interval_min, interval_max=self.interval_max,
+            first_epoch=self.first_epoch,
             full_epochs_per_cycle=self.full_epochs_per_cycle, final_full_share=self.final_full_share,
             greedy_full_scoring=self.greedy_full_scoring, rescore=self.rescore,
             infobatch_prune_ratio=self.infobatch_prune_ratio, infobatch_anneal=self.infobatch_anneal, seed=seed)
