@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from attent_experiments import readme
+from attent_experiments import readme, readme_values
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -139,12 +139,12 @@ def test_missing_key_is_a_one_line_error_naming_it(tmp_path, capsys, marker, nam
 
 def test_values_are_computed_not_parsed():
     """Catches an evaluator that mishandles what the README relies on: NaN for None, ± formatting, the minus sign."""
-    results = readme.Results(".")
-    assert readme.format_value(readme.evaluate("mean(x)", {"x": [1.0, None, 3.0]}, results, "t"), ".1f") == "2.0"
-    assert readme.format_value(readme.evaluate("ms(x)", {"x": [1.0, 3.0]}, results, "t"), ".2f") == "2.00 ± 1.41"
-    assert readme.format_value(readme.evaluate("-x", {"x": 1.5}, results, "t"), ".1f") == "−1.5"
-    assert readme.format_value(readme.evaluate("x + 1", {"x": [16, None]}, results, "t"), "d") == "17, —"
+    results = readme_values.Results(".")
+    assert readme_values.format_value(readme_values.evaluate("mean(x)", {"x": [1.0, None, 3.0]}, results, "t"), ".1f") == "2.0"
+    assert readme_values.format_value(readme_values.evaluate("ms(x)", {"x": [1.0, 3.0]}, results, "t"), ".2f") == "2.00 ± 1.41"
+    assert readme_values.format_value(readme_values.evaluate("-x", {"x": 1.5}, results, "t"), ".1f") == "−1.5"
+    assert readme_values.format_value(readme_values.evaluate("x + 1", {"x": [16, None]}, results, "t"), "d") == "17, —"
     with pytest.raises(ValueError, match="unknown function '__import__'"):  # never eval
-        readme.evaluate("__import__('os')", {}, results, "t")
+        readme_values.evaluate("__import__('os')", {}, results, "t")
     with pytest.raises(ValueError, match="not part of the expression language"):
-        readme.evaluate("(lambda: 1)()", {}, results, "t")
+        readme_values.evaluate("(lambda: 1)()", {}, results, "t")
