@@ -66,7 +66,7 @@ from attent_jax.training.config import TrainConfig
 from attent_jax.training.mesh import check_batch_divisible, initialize_distributed, make_mesh, state_shardings
 from attent_jax.training.optim import learning_rate, make_optimizer
 from attent_jax.training.run_log import NonFiniteLossError  # noqa: F401  (raised by train_and_evaluate; import it from here)
-from attent_jax.training.run_log import MetricsLog, Session, new_clock, warn_once, write_atomic
+from attent_jax.training.run_log import MetricsLog, Session, warn_once, write_atomic
 from attent_jax.training.stages import (Stage, build_stages, check_per_example, example_scores, load_dataset,
                                        model_builder, per_example_fn, stage_per_example)  # noqa: F401 (per_example_fn: importable from here, as before)
 from attent_jax.training.workdir import (CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, RESULTS_FILE,  # noqa: F401
