@@ -264,3 +264,17 @@ def test_resume_may_change_display_fields_but_not_the_numbers(tmp_path):
     Trainer(TrainConfig.from_flat(**dict(CONFIG, epochs=2, progress_bar=True, log_every=7, checkpoint_every=3)), str(workdir))
     with pytest.raises(ValueError, match="learning_rate: got 0.5, but workdir"):
         Trainer(TrainConfig.from_flat(**dict(CONFIG, epochs=2, learning_rate=0.5)), str(workdir))
+
+
+def test_checkpoint_epochs_saves_every_kth_epoch_end_and_the_last(tmp_path):
+    """Catches checkpoint_epochs ignored (a save at every epoch end), the last epoch left unsaved (a finished
+    run would resume into its last epoch), and a checkpoint_every step that ends an epoch lost (the mid-epoch
+    save skips an epoch's last step because the epoch end stands in for it)."""
+    # every_epoch at ratio 0.5 (CONFIG): epoch ends at steps 8, 12, 16, 20; checkpoint_every 12 is epoch 1's end.
+    config = dict(CONFIG, epochs=4, checkpoint_epochs=3, checkpoint_every=12, keep_checkpoints=10)
+    workdir = str(tmp_path / "run")
+    train.train_and_evaluate(TrainConfig.from_flat(**config), workdir)
+    steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
+    assert steps == [12, 16, 20]   # step 12 (checkpoint_every), epoch 3's end (16), the last epoch's (20)
+    assert TrainConfig.from_flat(task="mnist1d", quick=True).resolve().run.checkpoint_epochs == 10
+    assert TrainConfig.from_flat(task="teach", quick=True).resolve().run.checkpoint_epochs == 1

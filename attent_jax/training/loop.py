@@ -31,7 +31,7 @@ table, selection, schedule position), the epoch's data order and RNG key — is 
 pytree saved by `attent_jax.training.checkpoint`, with the step/epoch/position
 clock in the checkpoint's meta. The clock lives on the host only (`run_log.Session`);
 each train step receives the entries it reads as one small int32 array
-every ``checkpoint_every`` steps and at each epoch end. A run started again in
+every ``checkpoint_every`` steps and at epoch ends (``checkpoint_epochs``). A run started again in
 the same folder resumes from its newest intact checkpoint, and on the same
 device count ends with bitwise the same parameters as an uninterrupted run.
 
@@ -329,8 +329,10 @@ class Trainer:
                     state = self._train_epoch(state, run, si, train_step, train_data[si], on_step)
                     last_eval = self._evaluate(state, si, evaluate, test_data[si], decode_data[si])
                     run.log_eval(stage, epoch, last_eval)
+                    save = self._epoch_end_save(run, si, epoch)
                     state = self._advance(state, run, si, epoch)
-                    run.save(state)
+                    if save:
+                        run.save(state)
         run.bar.close()
         if not last_eval:  # the folder held a finished run: report its final evaluation again
             si = len(self.stages) - 1
@@ -370,6 +372,13 @@ class Trainer:
         run.flush(stage)
         run.stop_timer()
         return state
+
+    def _epoch_end_save(self, run: "Session", si: int, epoch: int) -> bool:
+        """Whether this epoch's end saves: every checkpoint_epochs-th, each stage's last, or checkpoint_every steps unsaved."""
+        config = self.config.run
+        # The mid-epoch save skips an epoch's last step (the epoch end saves it instead): never lose that one.
+        missed = run.clock["step"] - (run.last_saved or 0) >= config.checkpoint_every
+        return (epoch + 1) % config.checkpoint_epochs == 0 or epoch + 1 == self.stages[si].epochs or missed
 
     def _advance(self, state, run: "Session", si: int, epoch: int):
         """Move the clock to the start of the next epoch (or stage), so that a resumed run begins by planning it."""
