@@ -23,6 +23,7 @@ from attent_jax.training import loop as train
 from attent_jax.training.checkpoint import CheckpointWarning
 from attent_jax.training.loop import NonFiniteLossError, Trainer, learning_rate
 from attent_jax.training.config import TrainConfig
+from attent_jax.training.scoring import make_score
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -248,7 +249,7 @@ def test_scoring_pass_rescores_what_the_teacher_names(tmp_path, rescore):
     before = jax.device_get(state["teacher"][-1])
     stage = trainer.stages[-1]
     data = {k: trainer._put(v) for k, v in stage.train.items()}
-    after = jax.device_get(trainer._make_score(len(trainer.stages) - 1)(state, data)["teacher"][-1])
+    after = jax.device_get(make_score(trainer, len(trainer.stages) - 1)(state, data)["teacher"][-1])
     loss_N, _ = train.per_example_fn(stage.kind, trainer._apply)(trainer.final_state["params"], stage.train)
     changed_N = np.ones(64, bool) if rescore == "all" else ~before.selected_N
     assert changed_N.sum() == (64 if rescore == "all" else 32)   # every_epoch at ratio 0.5 selects 32 of 64

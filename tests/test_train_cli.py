@@ -155,6 +155,8 @@ BAD = [
     (["--task", "teach", "--epochs", "3"], "epochs: got 3, but workdir"),  # the folder holds epochs=2
     (["--task", "teach", "--rescore", "some"], "rescore: got 'some'"),
     (["--task", "teach", "--final-full-share", "1"], "final_full_share: got 1.0"),
+    (["--task", "teach", "--data-placement", "disk"], "data_placement: got 'disk'"),
+    (["--task", "teach", "--prefetch", "0"], "prefetch: got 0"),
 ]
 
 

@@ -59,6 +59,7 @@ FACTORY_PATTERN = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*"
 SELECTIONS = ("none",) + tuple(selection.SELECTORS)
 SCORES = ("loss", "discrepancy")
 LR_SCHEDULE_BY = ("steps", "epochs")
+DATA_PLACEMENTS = ("device", "host")   # training.host_data
 
 # The model each task trains (the only one whose inputs and outputs fit it).
 TASK_MODEL = {"teach": "attention", "mnist1d": "encoder", "charlm": "decoder", "arith": "decoder"}
@@ -212,6 +213,8 @@ class RunConfig:
     batch_size: int = 0            # global batch, split over devices; the last partial batch is dropped; 0 = 64 (mnist1d --quick: 32)
     eval_batch_size: int = 256     # chunk of the scoring and evaluation passes (rounded up to the device count)
     fsdp: bool = False             # shard big params and optimizer state over the "data" axis
+    data_placement: str = "device"  # device (whole dataset copied to every device, gathered there) | host (stays on the host; each process reads its devices' rows)
+    prefetch: int = 2              # host placement: batches read and copied ahead by a background thread
     fsdp_min_size: int = 16384     # params with fewer elements stay replicated under fsdp
     seed: int = 0                  # seeds the model init, the teacher and the data order
     log_every: int = 20            # fetch metrics, log and check for NaN every this many steps
@@ -232,6 +235,8 @@ class RunConfig:
             at_least(name, getattr(self, name), 1)
         for name in ("pretrain_epochs", "batch_size", "checkpoint_epochs"):
             at_least(name, getattr(self, name), 0)
+        one_of("data_placement", self.data_placement, DATA_PLACEMENTS)
+        at_least("prefetch", self.prefetch, 1)
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "selection": SelectionConfig, "optim": OptimConfig,
@@ -241,7 +246,7 @@ FIELD_SECTION = {f.name: section for section, cls in SECTIONS.items() for f in d
 assert len(FIELD_SECTION) == sum(len(dataclasses.fields(c)) for c in SECTIONS.values()), "a field name repeats"
 # Fields that change only what a run shows, how often it saves, or how its processes meet, never its numbers.
 RESUME_MAY_CHANGE = ("progress_bar", "log_every", "checkpoint_every", "checkpoint_epochs", "keep_checkpoints",
-                     "coordinator", "num_processes", "process_id")
+                     "coordinator", "num_processes", "process_id", "prefetch")
 
 
 @dataclasses.dataclass(frozen=True)
