@@ -67,6 +67,7 @@ from attent_jax.training.mesh import check_batch_divisible, initialize_distribut
 from attent_jax.training.optim import learning_rate, make_optimizer
 from attent_jax.training.run_log import NonFiniteLossError  # noqa: F401  (raised by train_and_evaluate; import it from here)
 from attent_jax.training.run_log import MetricsLog, Session, warn_once, write_atomic
+from attent_jax.training.scoring import scoring_apply
 from attent_jax.training.stages import (Stage, build_stages, check_per_example, example_scores, load_dataset,
                                        model_builder, per_example_fn, stage_per_example)  # noqa: F401 (per_example_fn: importable from here, as before)
 from attent_jax.training.workdir import (CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, RESULTS_FILE,  # noqa: F401
@@ -211,7 +212,8 @@ class Trainer:
     def _make_score(self, si: int):
         """A full scoring pass: every training example's score, no gradients, written into the score table."""
         stage, config = self.stages[si], self.config
-        per_example = stage_per_example(stage, self._apply)
+        # The pass only ranks examples: it may run at a lower precision than training (scoring.py).
+        per_example = stage_per_example(stage, scoring_apply(self._apply, config.selection.score_dtype))
         n = stage.num_train
 
         chunk = self.eval_chunk
