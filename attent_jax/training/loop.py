@@ -29,9 +29,10 @@ dropped (the dropped examples differ between epochs: the order is reshuffled).
 Resumption: the whole state — params, optimizer state, teacher state (score
 table, selection, schedule position), the epoch's data order and RNG key — is one
 pytree saved by `attent_jax.training.checkpoint`, with the step/epoch/position
-clock in the checkpoint's meta. The clock lives on the host only (`run_log.Session`);
-each train step receives the entries it reads as one small int32 array
-every ``checkpoint_every`` steps and at each epoch end. A run started again in
+clock in the checkpoint's meta. The clock lives on the host (`run_log.Session`); the
+train steps read its entries as one small int32 array, copied to the devices once
+per epoch and advanced by each step on device in step with the host's. Checkpoints
+are written every ``checkpoint_every`` steps and at each epoch end. A run started again in
 the same folder resumes from its newest intact checkpoint, and on the same
 device count ends with bitwise the same parameters as an uninterrupted run.
 
@@ -195,13 +196,16 @@ class Trainer:
             loss = jnp.mean(loss_B)
             metrics = {"loss": loss, "accuracy": jnp.mean(acc_B), "lr": lr,
                        "finite": jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(params))}
-            return dict(state, params=params, opt=opt, teacher=teachers), metrics
+            # The next step's clock, advanced on device as the host's `Session.step_done` advances its own
+            # (pos and stage_step; epoch and steps_in_epoch hold within an epoch): no per-step host copy.
+            next_clock_4 = clock_4 + jnp.array([1, 1, 0, 0], clock_4.dtype)
+            return dict(state, params=params, opt=opt, teacher=teachers), metrics, next_clock_4
 
         data_sh = self._data_shardings(stage.train)
         # P(): metrics are scalars with a copy on every device, so any process can fetch them.
         metric_sh = {k: self.replicated for k in ("loss", "accuracy", "lr", "finite")}
         return jax.jit(step, in_shardings=(self.shardings, data_sh, self.replicated),
-                       out_shardings=(self.shardings, metric_sh), donate_argnums=0)
+                       out_shardings=(self.shardings, metric_sh, self.replicated), donate_argnums=(0, 2))
 
     def _chunked(self, n: int):
         """Example ids (C, chunk) covering 0..n-1 (wrapping around to fill the last chunk) and their validity."""
@@ -352,9 +356,11 @@ class Trainer:
         config, stage, clock = self.config.run, self.stages[si], run.clock
         run.start_window()
         first = True
+        # One host->device copy of the clock per epoch (or resumed session); each step returns the next one.
+        # (A copy per step cost about as much host time as a small model's whole step.)
+        clock_4 = self._put(np.array([clock[k] for k in STEP_CLOCK], np.int32))
         for pos in range(clock["pos"], clock["steps_in_epoch"]):
-            clock_4 = self._put(np.array([clock[k] for k in STEP_CLOCK], np.int32))
-            state, metrics = train_step(state, data, clock_4)
+            state, metrics, clock_4 = train_step(state, data, clock_4)
             run.step_done(metrics, compiled=not first)
             if first:
                 # The first step of a session compiles; the throughput counts the steps after it.
