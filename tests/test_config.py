@@ -27,7 +27,7 @@ def test_old_flat_config_json_loads_into_the_sections():
     # Fields added since (the multi-process settings, the first-epoch option, data placement) take their defaults.
     assert cfg.to_flat() == dict(OLD_FLAT, coordinator="", num_processes=0, process_id=-1, first_epoch="select",
                                  data_placement="device", prefetch=2,
-                                 checkpoint_epochs=0)
+                                 checkpoint_epochs=0, score_dtype="float32")
     assert cfg.data.task == "teach" and cfg.selection.ratio == 0.5 and cfg.run.batch_size == 16
     assert cfg.optim.learning_rate == 0.001 and cfg.model.width == 8
 

@@ -58,6 +58,8 @@ MODELS = ("attention", "encoder", "decoder")
 FACTORY_PATTERN = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*"
 SELECTIONS = ("none",) + tuple(selection.SELECTORS)
 SCORES = ("loss", "discrepancy")
+# The scoring pass's forward precision (attent_jax.training.scoring); float32 = the paper's full rescoring.
+SCORE_DTYPES = ("float32", "bfloat16")
 LR_SCHEDULE_BY = ("steps", "epochs")
 DATA_PLACEMENTS = ("device", "host")   # training.host_data
 
@@ -134,7 +136,8 @@ class SelectionConfig:
     full_epochs_per_cycle: int = 0  # scratch: all-data epochs closing each selection cycle
     final_full_share: float = 0.0  # scratch: the last share of epochs on all data (0 = the paper; our variant)
     greedy_full_scoring: bool = True  # every_epoch: re-score all examples before each selection
-    rescore: str = "all"           # a scoring pass scores all examples (paper) | unselected (cheaper variant)
+    rescore: str = "all"           # a scoring pass scores all examples (paper) | unselected | unseen (cheaper variants)
+    score_dtype: str = "float32"   # precision of the scoring passes' forward: float32 (paper) | bfloat16 (cheaper)
     infobatch_prune_ratio: float = 0.5  # infobatch: share of below-mean examples pruned per epoch
     infobatch_anneal: float = 0.125  # infobatch: final share of epochs on all data
 
@@ -145,6 +148,7 @@ class SelectionConfig:
         check_types(self)
         one_of("selection", self.selection, SELECTIONS)
         one_of("score", self.score, SCORES)
+        one_of("score_dtype", self.score_dtype, SCORE_DTYPES)
         one_of("regime", self.regime, ("",) + REGIMES)
         if isinstance(ratio, str):
             one_of("ratio", ratio, schedules.RATIO_SCHEDULES, "or a number in (0, 1]")

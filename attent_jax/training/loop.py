@@ -31,7 +31,8 @@ Resumption: the whole state (params, optimizer state, teacher state, the
 epoch's data order and RNG key) is one pytree saved by
 `attent_jax.training.checkpoint`, with the host's step/epoch/position clock in
 the checkpoint's meta (`run_log.Session`), every ``checkpoint_every`` steps and
-at epoch ends (``checkpoint_epochs``). A run started again in the same folder resumes from its
+at epoch ends (``checkpoint_epochs``). The train steps read the clock's entries as one
+int32 array, copied to the devices once per epoch and advanced by each step on device. A run started again in the same folder resumes from its
 newest intact checkpoint, and on the same device count ends with bitwise the
 same parameters as an uninterrupted run.
 
@@ -191,24 +192,29 @@ class Trainer:
                        "finite": jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(params))}
             return dict(state, params=params, opt=opt, teacher=teachers), metrics
 
+        def next_clock(clock_4):
+            # Advanced on device as the host's `Session.step_done` advances its own (pos and stage_step;
+            # epoch and steps_in_epoch hold within an epoch): no per-step host->device copy.
+            return clock_4 + jnp.array([1, 1, 0, 0], clock_4.dtype)
+
         # P(): metrics are scalars with a copy on every device, so any process can fetch them.
         metric_sh = {k: self.replicated for k in ("loss", "accuracy", "lr", "finite")}
         if self.host_data:
             # The batch and its example ids arrive assembled from every process's rows, split over "data".
             def host_step(state, batch, clock_4):
                 batch = dict(batch)
-                return train(state, batch, batch.pop("idx"), dict(zip(STEP_CLOCK, clock_4)))
+                return *train(state, batch, batch.pop("idx"), dict(zip(STEP_CLOCK, clock_4))), next_clock(clock_4)
             return jax.jit(host_step, in_shardings=(self.shardings, self.batch_sharding, self.replicated),
-                           out_shardings=(self.shardings, metric_sh), donate_argnums=0)
+                           out_shardings=(self.shardings, metric_sh, self.replicated), donate_argnums=(0, 2))
 
         def step(state, data, clock_4):
             # The host's clock (the only one): where in the epoch and the schedule this step is.
             clock = dict(zip(STEP_CLOCK, clock_4))
             idx_B = jax.lax.dynamic_slice(state["order"][si], (clock["pos"] * B,), (B,))
-            return train(state, self._gather(data, idx_B), idx_B, clock)
+            return *train(state, self._gather(data, idx_B), idx_B, clock), next_clock(clock_4)
 
         return jax.jit(step, in_shardings=(self.shardings, self._data_shardings(stage.train), self.replicated),
-                       out_shardings=(self.shardings, metric_sh), donate_argnums=0)
+                       out_shardings=(self.shardings, metric_sh, self.replicated), donate_argnums=(0, 2))
 
     # ------------------------------------------------------------------ state helpers
 
@@ -305,10 +311,12 @@ class Trainer:
         inputs = iter(prefetcher) if prefetcher is not None else itertools.repeat(data)
         run.start_window()
         first = True
+        # One host->device copy of the clock per epoch (or resumed session); each step returns the next one.
+        # (A copy per step cost about as much host time as a small model's whole step.)
+        clock_4 = self._put(np.array([clock[k] for k in STEP_CLOCK], np.int32))
         try:
             for pos, step_input in zip(range(clock["pos"], clock["steps_in_epoch"]), inputs):
-                clock_4 = self._put(np.array([clock[k] for k in STEP_CLOCK], np.int32))
-                state, metrics = train_step(state, step_input, clock_4)
+                state, metrics, clock_4 = train_step(state, step_input, clock_4)
                 run.step_done(metrics, compiled=not first)
                 if first:
                     # The first step of a session compiles; the throughput counts the steps after it.

@@ -19,13 +19,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from attent_jax.training.host_data import BatchAssembler, Prefetcher, chunk_ids
+from attent_jax.training.score_precision import scoring_apply
 from attent_jax.training.stages import example_scores, stage_per_example
 
 
 def make_score(trainer, si: int):
     """``score(state, train) -> state`` (the scoring pass of stage `si`) for the trainer's data placement."""
     stage, config = trainer.stages[si], trainer.config
-    per_example = stage_per_example(stage, trainer._apply)
+    # The pass only ranks examples: it may run at a lower precision than training (score_precision.py).
+    per_example = stage_per_example(stage, scoring_apply(trainer._apply, config.selection.score_dtype))
     n, chunk = stage.num_train, trainer.eval_chunk
     teacher_sh, batch_sh, rep = trainer.shardings["teacher"][si], trainer.batch_sharding, trainer.replicated
     params_sh = trainer.shardings["params"]
