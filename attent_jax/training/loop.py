@@ -31,10 +31,11 @@ Resumption: the whole state (params, optimizer state, teacher state, the
 epoch's data order and RNG key) is one pytree saved by
 `attent_jax.training.checkpoint`, with the host's step/epoch/position clock in
 the checkpoint's meta (`run_log.Session`), every ``checkpoint_every`` steps and
-at epoch ends (``checkpoint_epochs``). The train steps read the clock's entries as one
-int32 array, copied to the devices once per epoch and advanced by each step on device. A run started again in the same folder resumes from its
-newest intact checkpoint, and on the same device count ends with bitwise the
-same parameters as an uninterrupted run.
+at epoch ends (``checkpoint_epochs``). The train steps read the clock's entries
+as one int32 array, copied to the devices once per epoch and advanced by each
+step on device. A run started again in the same folder resumes from its newest
+intact checkpoint, and on the same device count ends with bitwise the same
+parameters as an uninterrupted run.
 
 Example:
     >>> from attent_jax.training.loop import train_and_evaluate
