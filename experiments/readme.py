@@ -65,6 +65,7 @@ import sys
 from typing import Callable
 
 from . import stats
+from . import readme_evidence
 from .readme_values import Results, _mean, _minus, _one, inline_value
 
 # One pass over the README finds the three markers in order (a source applies to the values after it).
@@ -241,6 +242,8 @@ BLOCKS: dict[str, Callable[[Results], str]] = {
     "finetune": _finetune(f"{EXP}/finetune/finetune.json", per_seed=False),
     "finetune_pretrained": _finetune(f"{EXP}/finetune_pretrained/finetune.json", per_seed=True),
     "ablation": ablation, "sample_ratio": sample_ratio, "bench_training": bench_training,
+    "frontier_headline": readme_evidence.frontier_headline, "frontier_verdicts": readme_evidence.frontier_verdicts,
+    "frontier_others": readme_evidence.frontier_others,
 }
 
 

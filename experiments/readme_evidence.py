@@ -1,0 +1,87 @@
+"""The README's evidence blocks: the frontier's verdicts and the dial's edges, rendered from their result files.
+
+Each block is a function of `readme_values.Results` returning markdown, registered
+in `experiments.readme.BLOCKS`. The one-line headlines are composed from the
+verdicts in the files (never typed), so a re-run that changes a verdict changes
+the sentence.
+"""
+
+from __future__ import annotations
+
+import math
+
+from . import stats
+from .frontier_report import LABELS
+from .readme_values import Results
+
+EXP = "experiments/results"
+FRONTIER = f"{EXP}/frontier/frontier.json"
+DIAL = f"{EXP}/dial/dial.json"
+
+
+def _table(headers, rows) -> str:
+    return stats.markdown_table(headers, rows).rstrip("\n") + "\n"
+
+
+def _interval(ci) -> str:
+    return "—" if ci[0] is None or math.isnan(ci[0]) else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+
+
+def _budgets(words: list[str]) -> str:
+    return ", ".join(words[:-1]) + (" and " if len(words) > 1 else "") + words[-1]
+
+
+def frontier_verdicts(results: Results) -> str:
+    """Per budget and AtteNT method: both measured costs and accuracies, the paired difference, the verdict."""
+    data = results.load(FRONTIER)
+    s = data["summary"]
+    rows = []
+    for v in data["verdicts"]:
+        b = f"{v['budget']:g}"
+        a, base = s[v["method"]][b], s["all_data"][b]
+        rows.append([b, LABELS[v["method"]], stats.fmt_mean_std(a["per_seed_cost"], 2),
+                     stats.fmt_mean_std(base["per_seed_cost"], 2), stats.fmt_mean_std(a["per_seed_accuracy_pct"], 2),
+                     stats.fmt_mean_std(base["per_seed_accuracy_pct"], 2), f"{v['mean']:+.2f}", _interval(v["ci95"]),
+                     v["verdict"]])
+    return _table(["budget", "method", "its cost", "baseline's cost", "its acc. (%)", "baseline acc. (%)",
+                   "difference (points)", "95% interval", "verdict"], rows)
+
+
+def frontier_others(results: Results) -> str:
+    """The other methods on the same budgets: accuracy (mean ± std) and measured cost."""
+    data = results.load(FRONTIER)
+    s, budgets = data["summary"], sorted(data["config"]["budgets"])
+    rows = [[LABELS[m]] + [f"{stats.fmt_mean_std(s[m][f'{b:g}']['per_seed_accuracy_pct'], 2)} "
+                           f"({stats.mean_std(s[m][f'{b:g}']['per_seed_cost'])[0]:.2f})" for b in budgets]
+            for m in data["config"]["methods"]]
+    return _table(["method: acc. % (measured cost)"] + [f"B = {b:g}" for b in budgets], rows)
+
+
+def frontier_headline(results: Results) -> str:
+    """One plain sentence per AtteNT method: at which budgets it is better, worse or not resolved."""
+    data = results.load(FRONTIER)
+    lines = []
+    for method in dict.fromkeys(v["method"] for v in data["verdicts"]):
+        by = {}
+        for v in data["verdicts"]:
+            if v["method"] == method:
+                by.setdefault(v["verdict"].split(" (")[0], []).append(f"{v['budget']:g}")
+        parts = [f"{word} at budget{'s' if len(bs) > 1 else ''} {_budgets(bs)}" for word, bs in
+                 sorted(by.items(), key=lambda kv: ("better", "not resolved", "worse").index(kv[0])
+                        if kv[0] in ("better", "not resolved", "worse") else 3)]
+        lines.append(f"**{LABELS[method]}** against all data for fewer epochs on the same measured budget: "
+                     f"{'; '.join(parts)} ({len(data['config']['seeds'])} seeds, 95% paired intervals).")
+    lines.append(data["moonshot"]["sentence"])
+    return "\n".join(f"- {line}" for line in lines) + "\n"
+
+
+def dial_edges(results: Results) -> str:
+    """Per dial level: AtteNT's accuracy minus each other method's, with the interval."""
+    data = results.load(DIAL)
+    versus = list(dict.fromkeys(e["versus"] for e in data["edges"]))
+    rows = []
+    for d in data["datasets"]:
+        es = {e["versus"]: e for e in data["edges"] if e["dataset"] == d["name"]}
+        rows.append([d["dial"] or "standard", f"{100 * d['level']:g}%"]
+                    + [f"{es[o]['mean']:+.2f} {_interval(es[o]['ci95'])}" for o in versus])
+    return _table(["dial", "level"] + [f"AtteNT − {LABELS[o]}" for o in versus], rows)

@@ -1,0 +1,50 @@
+"""experiments/readme_evidence.py: the README's frontier and dial blocks follow their result files."""
+
+import dataclasses
+import json
+
+from attent_experiments import common, frontier, readme_evidence
+from attent_experiments.readme_values import Results
+
+
+def _frontier_file(root, attent_05):
+    config = dataclasses.replace(frontier.QUICK, seeds=(0, 1, 2), methods=("all_data", "attent"))
+    acc = {"all_data": {0.5: [80.0, 81.0, 82.0], 1.0: [90.0, 91.0, 92.0]},
+           "attent": {0.5: attent_05, 1.0: [88.0, 89.5, 90.0]}}
+    points = {m: {f"{b:g}": [{"seed": s, "accuracy_pct": a[i], "cost": b} for i, s in enumerate(config.seeds)]
+                  for b, a in bs.items()} for m, bs in acc.items()}
+    out = root / "experiments" / "results" / "frontier"
+    out.mkdir(parents=True)
+    (out / "frontier.json").write_text(json.dumps({"config": dataclasses.asdict(config), "points": points,
+                                                   "environment": common.environment(config.seeds)}))
+    assert frontier.main(["--report-only", "--out", str(out)]) == 0
+    return Results(str(root))
+
+
+def test_headline_is_composed_from_the_verdicts(tmp_path):
+    """Catches a headline that does not follow the file: budget 0.5 better, budget 1 worse, and the moonshot."""
+    results = _frontier_file(tmp_path, [84.0, 85.0, 86.5])
+    line = readme_evidence.frontier_headline(results)
+    assert "better at budget 0.5" in line and "worse at budget 1" in line and "Moonshot" in line
+    table = readme_evidence.frontier_verdicts(results)
+    assert "+4.17" in table and table.count("\n") == 2 + 2   # header, rule, one row per budget
+
+
+def test_headline_changes_when_a_verdict_does(tmp_path):
+    """Catches a sentence typed once and kept: a run that is worse at 0.5 must say so."""
+    results = _frontier_file(tmp_path, [70.0, 71.0, 72.5])
+    assert "worse at budgets 0.5 and 1" in readme_evidence.frontier_headline(results)
+
+
+def test_dial_edges_one_row_per_dataset(tmp_path):
+    """Catches an edge shown against the wrong method or level."""
+    out = tmp_path / "experiments" / "results" / "dial"
+    out.mkdir(parents=True)
+    edges = [{"dataset": "standard", "dial": None, "level": 0.0, "versus": "all_data", "mean": -1.0, "ci95": [-2, 0]},
+             {"dataset": "label_noise0.3", "dial": "label_noise", "level": 0.3, "versus": "all_data", "mean": -3.5,
+              "ci95": [-5.0, -2.0]}]
+    datasets = [{"name": "standard", "dial": None, "level": 0.0},
+                {"name": "label_noise0.3", "dial": "label_noise", "level": 0.3}]
+    (out / "dial.json").write_text(json.dumps({"edges": edges, "datasets": datasets}))
+    table = readme_evidence.dial_edges(Results(str(tmp_path)))
+    assert "| label_noise | 30% | −3.50 [−5.00, −2.00] |" in table.replace("-", "−")
