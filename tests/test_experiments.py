@@ -246,8 +246,9 @@ def test_variants_change_only_what_they_name():
     assert from_scratch.train_config(from_scratch.QUICK, "random_lr_steps", 0) == \
         rand.replace(**{"lr_schedule_by": "steps"})
     soft = bench_training.train_config(bench_training.QUICK, "soft", 0)
-    assert bench_training.train_config(bench_training.QUICK, "soft_partial_rescore", 0) == \
-        soft.replace(**{"rescore": "unselected"})
+    for variant, fields in bench_training.VARIANT_FIELDS.items():
+        assert bench_training.train_config(bench_training.QUICK, variant, 0) == soft.replace(**fields), variant
+    assert bench_training.VARIANT_FIELDS["soft_partial_rescore"] == {"rescore": "unselected"}
 
 
 def test_attent_temperature_reaches_the_soft_selector_only():
