@@ -1,4 +1,4 @@
-"""The scoring pass at a chosen precision (attent_jax.training.scoring, SelectionConfig.score_dtype)."""
+"""The scoring pass at a chosen precision (attent_jax.training.score_precision, SelectionConfig.score_dtype)."""
 
 import jax
 import jax.numpy as jnp
@@ -8,9 +8,10 @@ from flax import nnx
 
 from attent_jax.models import make_model
 from attent_jax.models.encoder import EncoderConfig, classification_losses
-from attent_jax.training import scoring
+from attent_jax.training import score_precision as scoring
 from attent_jax.training.config import SelectionConfig, TrainConfig
 from attent_jax.training.loop import Trainer
+from attent_jax.training.scoring import make_score
 
 
 def _encoder():
@@ -70,7 +71,7 @@ def test_trainer_scoring_pass_runs_at_the_configured_precision(tmp_path):
         trainer = Trainer(cfg, str(tmp_path / dtype))
         stage = trainer.stages[-1]
         data = {k: trainer._put(v) for k, v in stage.train.items()}
-        state = trainer._make_score(len(trainer.stages) - 1)(trainer.init_state(), data)
+        state = make_score(trainer, len(trainer.stages) - 1)(trainer.init_state(), data)
         tables[dtype] = np.asarray(jax.device_get(state["teacher"][-1].scores_N))
     ref, low = tables["float32"], tables["bfloat16"]
     assert np.all(np.isfinite(ref)) and np.all(np.isfinite(low))
