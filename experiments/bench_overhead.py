@@ -8,7 +8,7 @@ all data:
   train --selection none` runs): its step gathers the batch from the epoch's
   order, reads the teacher's weights, writes the step's losses into the score
   table, computes the learning-rate schedule and a finiteness check, and the
-  loop fetches metrics every ``log_every`` steps under
+  loop fetches metrics (one array per step) every ``log_every`` steps under
   ``jax.transfer_guard("disallow")``. Throughput = the library's own
   steady-state ``examples_per_s`` (each epoch's first, compiling step excluded).
 - ``hand``: a plain Python ``for`` loop over one jitted, donated step
@@ -18,20 +18,30 @@ all data:
   epoch ends. Throughput = examples of each epoch's steps after its first /
   their wall time.
 
-- ``attent_step_copy``: the library's `Trainer` with one host→device copy of a
-  4-int array added to every step: the loop as it was before its clock moved
-  onto the device (each step used to receive the host's clock that way), kept
-  here to measure what that fix bought, within the same run.
+- ``attent_final_ckpt``: the same run with ``checkpoint_epochs`` past the run's
+  length, so it checkpoints only after its last epoch (``attent train
+  --checkpoint-epochs 1000000``). By default `attent train` saves at every
+  epoch end, and Orbax writes that checkpoint in background threads while the
+  next epoch trains; on a CPU-only host they take cores from the training
+  steps, so this row separates the loop's own cost from the checkpoint's.
 
-Repetitions are interleaved (for each repetition, every size: attent, the old
-loop, hand),
+Repetitions are interleaved (for each repetition, every size: attent, attent
+without epoch-end checkpoints, hand),
 so a drifting machine load favours neither; the ratio attent / hand is taken per
 repetition and its median reported (target ≥ 0.95).
+
+Where the time goes (measured while fixing it, in short interleaved bursts of
+40 steps, not by this script): the library's jitted step alone, without its
+loop, costs 1.0-1.1x the hand step's time (the teacher's table update and the
+finiteness check's parameter norm each change it by < 1%); the loop's
+per-step host work was the clock copy (fixed: once per epoch) and four metric
+arrays fetched per step (fixed: one). What remains on this 2-core CPU is the
+epoch-end checkpoint written during the next epoch (the ``attent_final_ckpt`` row).
 
 Outputs (``--out``, default experiments/results/bench_overhead): bench_overhead.json, .md, .png.
 
 Run:
-    python -m experiments.bench_overhead           # the quick and the default encoder, 3 repetitions
+    python -m experiments.bench_overhead           # the quick and the default encoder, 5 repetitions
     python -m experiments.bench_overhead --quick   # smoke test (CI)
 """
 
@@ -149,21 +159,6 @@ class HandLoop:
 
 # =========================================================================== measurement
 
-def _step_copy_trainer():
-    """A Trainer whose every step also makes the per-step clock copy the loop used to make."""
-    from attent_jax.training.loop import Trainer
-
-    class StepCopyTrainer(Trainer):
-        def _make_train_step(self, si):
-            step = super()._make_train_step(si)
-
-            def with_copy(state, data, clock_4):
-                self._put(np.zeros(4, np.int32))   # the old loop's per-step host->device clock copy
-                return step(state, data, clock_4)
-            return with_copy
-    return StepCopyTrainer
-
-
 def _param_count(trainer) -> int:
     import jax
     return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(trainer.abstract_state["params"])))
@@ -181,29 +176,30 @@ def measure(config: Config, out_dir: str) -> list[dict]:
         hands[-1].epoch()   # compiles (excluded: every timed epoch below starts after its first step)
         rows.append({"width": config.widths[k], "depth": config.depths[k], "num_heads": config.heads[k],
                      "params": _param_count(trainer), "attent_examples_per_s": [], "hand_examples_per_s": [],
-                     "attent_step_copy_examples_per_s": [], "ratio": [], "ratio_step_copy": [],
+                     "attent_final_ckpt_examples_per_s": [], "ratio": [], "ratio_final_ckpt": [],
                      "load_average": []})
-    old = _step_copy_trainer()
     for rep in range(config.repeats):
         for k, row in enumerate(rows):
             load = list(os.getloadavg())
             workdir = timing.fresh_dir(os.path.join(out_dir, "runs", f"size{k}_rep{rep}"))
             attent = Trainer(train_config(config, k), workdir).run()["examples_per_s"]
             workdir = timing.fresh_dir(workdir)
-            copying = old(train_config(config, k), workdir).run()["examples_per_s"]
+            final_only = train_config(config, k).replace(checkpoint_epochs=10**6)
+            copying = Trainer(final_only, workdir).run()["examples_per_s"]
             hand = float(np.mean([hands[k].epoch() for _ in range(config.epochs)]))
             row["attent_examples_per_s"].append(attent)
-            row["attent_step_copy_examples_per_s"].append(copying)
+            row["attent_final_ckpt_examples_per_s"].append(copying)
             row["hand_examples_per_s"].append(hand)
             row["ratio"].append(attent / hand)
-            row["ratio_step_copy"].append(copying / hand)
+            row["ratio_final_ckpt"].append(copying / hand)
             row["load_average"].append(load)
             print(f"[{NAME}] size {k} (width {row['width']}, depth {row['depth']}) rep {rep}: attent {attent:.0f} "
-                  f"ex/s, with the old per-step copy {copying:.0f}, hand {hand:.0f} ex/s, ratio {attent / hand:.3f} "
-                  f"(old {copying / hand:.3f}; load {load[0]:.1f})", flush=True)
+                  f"ex/s, checkpointing only at the end {copying:.0f}, hand {hand:.0f} ex/s, ratio {attent / hand:.3f} "
+                  f"(end-only {copying / hand:.3f}; load {load[0]:.1f})", flush=True)
     for row in rows:
         row["median_ratio"] = float(np.median(row["ratio"]))
-        row["median_ratio_step_copy"] = float(np.median(row["ratio_step_copy"]))
+        row["median_ratio_final_ckpt"] = float(np.median(row["ratio_final_ckpt"]))
+        row["pass_final_ckpt"] = bool(row["median_ratio_final_ckpt"] >= config.target_ratio)
         row["pass"] = bool(row["median_ratio"] >= config.target_ratio)
     return rows
 
@@ -220,27 +216,30 @@ def run(config: Config, out_dir: str) -> dict:
     for r in rows:
         print(f"[{NAME}] width {r['width']} depth {r['depth']} ({r['params']:,} params): attent / hand = "
               f"{r['median_ratio']:.3f} (median of {config.repeats}; target >= {config.target_ratio}: "
-              f"{stats.verdict(r['pass'])}); with the old per-step clock copy {r['median_ratio_step_copy']:.3f}")
+              f"{stats.verdict(r['pass'])}); checkpointing only at the end {r['median_ratio_final_ckpt']:.3f} "
+              f"({stats.verdict(r['pass_final_ckpt'])})")
     common.print_outputs(NAME, [paths["json"], paths["markdown"], figure])
     return payload
 
 
 def markdown(config: Config, env: dict, rows: list[dict]) -> str:
-    headers = ["encoder (width × depth, heads)", "params", "attent train (ex/s)", "old loop (ex/s)",
-               "hand loop (ex/s)", "ratio per repetition", "median ratio", "old loop's median ratio",
-               f"≥ {config.target_ratio}"]
+    headers = ["encoder (width × depth, heads)", "params", "attent train (ex/s)", "end-only ckpt (ex/s)",
+               "hand loop (ex/s)", "ratio per repetition", "median ratio", f"≥ {config.target_ratio}",
+               "end-only ckpt median ratio", f"≥ {config.target_ratio} "]
     table = [[f"{r['width']} × {r['depth']}, {r['num_heads']}", f"{r['params']:,}",
               stats.fmt_mean_std(r["attent_examples_per_s"], 0),
-              stats.fmt_mean_std(r["attent_step_copy_examples_per_s"], 0),
+              stats.fmt_mean_std(r["attent_final_ckpt_examples_per_s"], 0),
               stats.fmt_mean_std(r["hand_examples_per_s"], 0),
               ", ".join(f"{x:.3f}" for x in r["ratio"]), f"{r['median_ratio']:.3f}",
-              f"{r['median_ratio_step_copy']:.3f}", stats.verdict(r["pass"])] for r in rows]
+              stats.verdict(r["pass"]), f"{r['median_ratio_final_ckpt']:.3f}",
+              stats.verdict(r["pass_final_ckpt"])] for r in rows]
     return "\n".join([
         "# Framework overhead: `attent train` (all data) vs a minimal hand-written jitted loop\n",
         f"MNIST-1D, {config.num_train} training examples, batch {config.batch_size}, {config.epochs} epochs per "
         f"run, {config.repeats} interleaved repetitions; same model, init, AdamW and device-resident data. "
-        "Steady-state throughput, each epoch's first (compiling) step excluded. Old loop = the library with the "
-        "per-step host→device clock copy it made before the clock moved onto the device.\n",
+        "Steady-state throughput, each epoch's first (compiling) step excluded. End-only ckpt = the same run "
+        "saving its checkpoint only after the last epoch (by default `attent train` saves at every epoch end, "
+        "written in background threads during the next epoch).\n",
         f"Measured on: {common.environment_line(env)}; 1-min load per repetition in the JSON.\n",
         stats.markdown_table(headers, table)]) + "\n"
 
@@ -251,9 +250,9 @@ def plot(config: Config, rows: list[dict], out_dir: str) -> str:
     for k, r in enumerate(rows):
         ax.scatter([k] * len(r["ratio"]), r["ratio"], color="C0", alpha=0.6)
         ax.plot([k - 0.2, k + 0.2], [r["median_ratio"]] * 2, color="C0", label="attent train" if k == 0 else None)
-        ax.scatter([k + 0.05] * len(r["ratio_step_copy"]), r["ratio_step_copy"], color="C1", alpha=0.6)
-        ax.plot([k - 0.15, k + 0.25], [r["median_ratio_step_copy"]] * 2, color="C1",
-                label="with the old per-step copy" if k == 0 else None)
+        ax.scatter([k + 0.05] * len(r["ratio_final_ckpt"]), r["ratio_final_ckpt"], color="C1", alpha=0.6)
+        ax.plot([k - 0.15, k + 0.25], [r["median_ratio_final_ckpt"]] * 2, color="C1",
+                label="checkpoint only at the end" if k == 0 else None)
     ax.axhline(config.target_ratio, color="k", ls="--", lw=1, label=f"target {config.target_ratio}")
     ax.set_xticks(range(len(rows)), [f"{r['width']}×{r['depth']}\n{r['params']:,} params" for r in rows])
     ax.set_ylabel("attent train / hand loop throughput")

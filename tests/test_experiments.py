@@ -178,6 +178,9 @@ def test_bench_overhead_quick(tmp_path, cache_dir):
         np.testing.assert_allclose(r["ratio"], np.array(r["attent_examples_per_s"]) / r["hand_examples_per_s"])
         assert r["median_ratio"] == float(np.median(r["ratio"])) and r["params"] > 0
         assert r["pass"] is bool(r["median_ratio"] >= cfg["target_ratio"])
+        np.testing.assert_allclose(r["ratio_final_ckpt"],
+                                   np.array(r["attent_final_ckpt_examples_per_s"]) / r["hand_examples_per_s"])
+        assert r["pass_final_ckpt"] is bool(float(np.median(r["ratio_final_ckpt"])) >= cfg["target_ratio"])
 
 
 def test_bench_device_quick(tmp_path, cache_dir):
