@@ -40,6 +40,17 @@ import jax
 import numpy as np
 from jax.sharding import Sharding
 
+def first_record(source, name: str) -> tuple[int, dict]:
+    """``(len(source), source[0] as a dict of arrays)``; an empty source or a non-dict record is a ValueError."""
+    n = len(source)
+    if n == 0:
+        raise ValueError(f"{name}: got an empty source, expected at least one example")
+    first = source[0]
+    if not isinstance(first, dict):
+        raise ValueError(f"{name}[0]: got {type(first).__name__}, expected a dict of arrays")
+    return n, {k: np.asarray(v) for k, v in first.items()}
+
+
 class RecordSource:
     """A random-access source of records (Grain's protocol: ``__len__``, ``__getitem__(i) -> dict of arrays``).
 
@@ -52,13 +63,7 @@ class RecordSource:
             raise ValueError(f"{name}: got {type(source).__name__}, expected a random-access source "
                              "(__len__ and __getitem__(i) -> dict of arrays)")
         self.source, self.name = source, name
-        n = len(source)
-        if n == 0:
-            raise ValueError(f"{name}: got an empty source, expected at least one example")
-        first = source[0]
-        if not isinstance(first, dict):
-            raise ValueError(f"{name}[0]: got {type(first).__name__}, expected a dict of arrays")
-        first = {k: np.asarray(v) for k, v in first.items()}
+        n, first = first_record(source, name)
         self.num_examples = n
         # Full-size shape and dtype per key, as a dict of arrays would have: what the model is sized from.
         self.spec = {k: jax.ShapeDtypeStruct((n,) + v.shape, v.dtype) for k, v in first.items()}

@@ -27,7 +27,7 @@ from attent_jax.models.encoder import EncoderConfig, classification_correct, cla
 from attent_jax.tasks import datasets as data_lib
 from attent_jax.teaching.teacher import Teacher, TeacherConfig
 from attent_jax.training.config import FACTORY_PATTERN, MODELS, DataConfig, ModelConfig, TrainConfig
-from attent_jax.training.host_data import RecordSource, num_examples, source_spec
+from attent_jax.training.host_data import RecordSource, first_record, num_examples, source_spec
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -251,13 +251,7 @@ def source_arrays(name: str, source, like: dict | None = None) -> dict:
         if any(n is None for n in lengths.values()) or len(set(lengths.values())) > 1:
             raise ValueError(f"{name}: got arrays of lengths {lengths}, expected arrays of one length along axis 0")
     elif hasattr(source, "__len__") and hasattr(source, "__getitem__"):
-        n = len(source)
-        if n == 0:
-            raise ValueError(f"{name}: got an empty source, expected at least one example")
-        first = source[0]
-        if not isinstance(first, dict):
-            raise ValueError(f"{name}[0]: got {type(first).__name__}, expected a dict of arrays")
-        first = {k: np.asarray(v) for k, v in first.items()}
+        n, first = first_record(source, name)
         columns = {k: [v] for k, v in first.items()}
         for i in range(1, n):
             try:
