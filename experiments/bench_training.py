@@ -51,11 +51,12 @@ METHODS = ("all_data", "hard", "soft", "random", "class_weight")
 # later selections rank the training steps' own losses (`rescore="unseen"`); a bfloat16 scoring
 # forward (`score_dtype`); scoring chunks of 1024 instead of 256 (`eval_batch_size`); re-selecting
 # (and so rescoring) less often (`interval_min=2`: the interval grows from 2 epochs instead of 1); and the
-# cheapest two together (the training steps' losses reused, only never-scored examples scored, in 1024-chunks).
+# unseen rescoring together with 1024-chunks, or with the slower-growing interval.
 VARIANT_FIELDS = {"soft_partial_rescore": {"rescore": "unselected"}, "soft_unseen": {"rescore": "unseen"},
                   "soft_bf16": {"score_dtype": "bfloat16"}, "soft_chunk1024": {"eval_batch_size": 1024},
                   "soft_interval2": {"interval_min": 2},
-                  "soft_unseen_chunk1024": {"rescore": "unseen", "eval_batch_size": 1024}}
+                  "soft_unseen_chunk1024": {"rescore": "unseen", "eval_batch_size": 1024},
+                  "soft_unseen_interval2": {"rescore": "unseen", "interval_min": 2}}
 VARIANTS = tuple(VARIANT_FIELDS)
 REGIMES = ("scratch", "every_epoch", "finetune")
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
