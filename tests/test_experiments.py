@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from attent_experiments import (ablation, bench_data, bench_training, common, finetune, from_scratch,
+from attent_experiments import (ablation, bench_data, bench_device, bench_overhead, bench_training, common, finetune, from_scratch,
                                 ntk_convergence, sample_ratio, stats, timing)
 
 
@@ -166,6 +166,41 @@ def test_bench_training_quick(tmp_path, cache_dir):
         assert r["share_pass"] is bool(np.mean(r["overhead_share"]) <= payload["config"]["target_share"])
 
 
+def test_bench_overhead_quick(tmp_path, cache_dir):
+    payload = _quick(bench_overhead, tmp_path, cache_dir)
+    _pngs(tmp_path, ["bench_overhead.png"])
+    cfg = payload["config"]
+    assert len(payload["rows"]) == len(cfg["widths"])
+    for r in payload["rows"]:
+        assert len(r["ratio"]) == len(r["load_average"]) == cfg["repeats"]
+        # The ratio is attent / hand of the same repetition and the verdict follows from its median
+        # (catches the ratio inverted, taken across repetitions, or the verdict fixed).
+        np.testing.assert_allclose(r["ratio"], np.array(r["attent_examples_per_s"]) / r["hand_examples_per_s"])
+        assert r["median_ratio"] == float(np.median(r["ratio"])) and r["params"] > 0
+        assert r["pass"] is bool(r["median_ratio"] >= cfg["target_ratio"])
+        np.testing.assert_allclose(r["ratio_final_ckpt"],
+                                   np.array(r["attent_final_ckpt_examples_per_s"]) / r["hand_examples_per_s"])
+        assert r["pass_final_ckpt"] is bool(float(np.median(r["ratio_final_ckpt"])) >= cfg["target_ratio"])
+
+
+def test_bench_device_quick(tmp_path, cache_dir):
+    payload = _quick(bench_device, tmp_path, cache_dir)
+    _pngs(tmp_path, ["bench_device.png"])
+    rows, cfg = payload["rows"], payload["config"]
+    assert len(rows) == 2 and rows[0]["params"] < rows[1]["params"]
+    assert payload["device"] in (tmp_path / "bench_device.md").read_text()   # the device is named
+    for r in rows:
+        assert r["all_data"]["examples_per_s"] > 0 and r["attent"]["fraction_seen"] < 1.0
+        assert r["attent"]["scoring_s"] > 0 and 0.0 < r["attent"]["share"] < 1.0
+        assert r["share_pass"] is bool(r["attent"]["share"] <= cfg["target_share"])
+        # CPU: no allocator statistics, so the figure must say it is the resident bytes, not a peak.
+        assert r["memory"]["bytes"] > 0 and r["memory"]["kind"].startswith("peak_bytes_in_use") != r["memory"]["kind"].endswith("not a measured peak)")
+    assert bench_device.train_config(bench_device.QUICK, 0, "attent").selection.score_dtype == "float32"
+    bf16 = bench_device.Config(bf16_scoring=True)
+    assert bench_device.train_config(bf16, 0, "attent").selection.score_dtype == "bfloat16"
+    assert bench_device.train_config(bf16, 0, "attent").selection.rescore == "all"   # the paper's full rescoring
+
+
 def test_bench_data_quick(tmp_path, cache_dir):
     payload = _quick(bench_data, tmp_path, cache_dir)
     _pngs(tmp_path, ["bench_data.png"])
@@ -267,8 +302,9 @@ def test_variants_change_only_what_they_name():
     assert from_scratch.train_config(from_scratch.QUICK, "random_lr_steps", 0) == \
         rand.replace(**{"lr_schedule_by": "steps"})
     soft = bench_training.train_config(bench_training.QUICK, "soft", 0)
-    assert bench_training.train_config(bench_training.QUICK, "soft_partial_rescore", 0) == \
-        soft.replace(**{"rescore": "unselected"})
+    for variant, fields in bench_training.VARIANT_FIELDS.items():
+        assert bench_training.train_config(bench_training.QUICK, variant, 0) == soft.replace(**fields), variant
+    assert bench_training.VARIANT_FIELDS["soft_partial_rescore"] == {"rescore": "unselected"}
 
 
 def test_attent_temperature_reaches_the_soft_selector_only():

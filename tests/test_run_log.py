@@ -54,3 +54,28 @@ def test_resumed_log_keeps_only_the_evals_its_checkpoint_has_done(tmp_path):
     log.truncate_after(4, evals=1)   # the checkpoint at step 4 has finished epoch 0 only
     log.close()
     assert [json.loads(line) for line in path.read_text().splitlines()] == records[:2]
+
+
+def test_flush_reads_each_steps_packed_metrics_in_step_metrics_order(tmp_path):
+    """A train step returns (loss, accuracy, lr, finite) as one array: the record must read each by its
+    place (catches a misordered unpacking, e.g. the lr logged as the loss) and stop on finite == 0."""
+    import types
+
+    import jax.numpy as jnp
+
+    from attent_jax.training.config import RunConfig
+
+    assert run_log.STEP_METRICS == ("loss", "accuracy", "lr", "finite")
+    log = run_log.MetricsLog(str(tmp_path / "m.jsonl"), enabled=True)
+    session = run_log.Session(RunConfig(batch_size=4, progress_bar=False), 1e-3, [1], 3, None, log, {}, False)
+    stage = types.SimpleNamespace(name="train", num_train=8, has_accuracy=True)
+    for loss, acc in ((1.0, 0.25), (3.0, 0.75)):
+        session.step_done(jnp.array([loss, acc, 0.5, 1.0], jnp.float32), compiled=True)
+    session.flush(stage)
+    log.close()
+    record = json.loads((tmp_path / "m.jsonl").read_text().splitlines()[-1])
+    assert (record["train_loss"], record["train_accuracy"], record["lr"]) == (2.0, 0.5, 0.5)
+    assert session.epoch_loss == {"sum": 4.0, "count": 2}
+    session.step_done(jnp.array([5.0, 0.5, 0.5, 0.0], jnp.float32), compiled=True)
+    with pytest.raises(run_log.NonFiniteLossError, match="became 5.0 .* at step 3"):
+        session.flush(stage)

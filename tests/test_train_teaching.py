@@ -20,6 +20,7 @@ import pytest
 from attent_jax.training import loop as train
 from attent_jax.training.loop import Trainer
 from attent_jax.training.config import TrainConfig
+from attent_jax.training.run_log import STEP_METRICS
 from attent_experiments.common import compile_cache
 
 B = 8
@@ -52,7 +53,7 @@ class Recorder(Trainer):
             clock = dict(zip(train.STEP_CLOCK, np.asarray(jax.device_get(clock_4)).tolist()))
             state, metrics, next_clock_4 = step(state, data, clock_4)
             self.steps.append({"stage": si, "before": before, "clock": clock, "after": jax.device_get(state),
-                               "metrics": jax.device_get(metrics)})
+                               "metrics": dict(zip(STEP_METRICS, jax.device_get(metrics)))})
             return state, metrics, next_clock_4
 
         return recorded

@@ -72,8 +72,7 @@ from attent_jax.training.run_log import NonFiniteLossError  # noqa: F401  (raise
 from attent_jax.training.run_log import MetricsLog, Session, warn_once, write_atomic
 from attent_jax.training.scoring import make_score
 from attent_jax.training.stages import (Stage, build_stages, check_params_only, check_per_example, example_scores,
-                                       load_dataset,
-                                       model_builder, per_example_fn, stage_per_example)  # noqa: F401 (per_example_fn: importable from here, as before)
+                                       load_dataset, model_builder, per_example_fn, stage_per_example)  # noqa: F401 (per_example_fn: importable from here, as before)
 from attent_jax.training.workdir import (CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, RESULTS_FILE,  # noqa: F401
                                         check_run_folder, check_workdir)
 
@@ -189,8 +188,9 @@ class Trainer:
             teachers[si] = stage.teacher.update(teacher_state, idx_B,
                                                 example_scores(config.selection.score, loss_B, batch))
             loss = jnp.mean(loss_B)
-            metrics = {"loss": loss, "accuracy": jnp.mean(acc_B), "lr": lr,
-                       "finite": jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(params))}
+            finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(params))
+            # One array per step, in run_log.STEP_METRICS' order: a flush fetches one array a step, not four.
+            metrics = jnp.stack([loss, jnp.mean(acc_B), lr, finite]).astype(jnp.float32)
             return dict(state, params=params, opt=opt, teacher=teachers), metrics
 
         def next_clock(clock_4):
@@ -198,8 +198,8 @@ class Trainer:
             # epoch and steps_in_epoch hold within an epoch): no per-step host->device copy.
             return clock_4 + jnp.array([1, 1, 0, 0], clock_4.dtype)
 
-        # P(): metrics are scalars with a copy on every device, so any process can fetch them.
-        metric_sh = {k: self.replicated for k in ("loss", "accuracy", "lr", "finite")}
+        # P(): the metrics have a copy on every device, so any process can fetch them.
+        metric_sh = self.replicated
         if self.host_data:
             # The batch and its example ids arrive assembled from every process's rows, split over "data".
             def host_step(state, batch, clock_4):

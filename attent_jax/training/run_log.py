@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 # The run's clock: global step; stage, epoch and position in it; the epoch's planned steps; steps of the
 # stage so far; whether the current epoch has been planned. Kept here only, saved in each checkpoint's meta.
 CLOCK = ("step", "stage", "epoch", "pos", "steps_in_epoch", "stage_step", "planned")
+# What a train step returns, in this order, as one float32 array (finite: 1.0 if the loss and params are).
+STEP_METRICS = ("loss", "accuracy", "lr", "finite")
 
 
 def new_clock() -> dict:
@@ -122,7 +124,8 @@ class Session:
         """Fetch the pending metrics (explicitly), stop on NaN/Inf, log a record and update the bar."""
         if not self.pending:
             return
-        values = jax.device_get(self.pending)
+        # Each step's metrics are one array (STEP_METRICS): fetching is one transfer per step.
+        values = [dict(zip(STEP_METRICS, v.tolist())) for v in jax.device_get(self.pending)]
         self.pending.clear()
         bad = [i for i, v in enumerate(values) if not bool(v["finite"])]
         if bad:
