@@ -102,7 +102,8 @@ class EncoderClassifier(nnx.Module):
         self.ln_final = nnx.LayerNorm(c.width, param_dtype=dtype, rngs=rngs)
         self.head = nnx.Linear(c.width, c.num_classes, param_dtype=dtype, rngs=rngs)
 
-    def _patchify(self, x: jax.Array) -> jax.Array:
+    def patchify(self, x: jax.Array) -> jax.Array:
+        """(B, *input_shape) → (B, num_patches, patch features): the patches in raster order, channels last."""
         c = self.config
         B, P = x.shape[0], c.patch_size
         if len(c.input_shape) == c.spatial_dims:
@@ -119,7 +120,7 @@ class EncoderClassifier(nnx.Module):
         if getattr(x, "ndim", None) != len(expected) or tuple(x.shape[1:]) != c.input_shape:
             raise ValueError(f"x: got shape {tuple(getattr(x, 'shape', ()))}, "
                              f"expected (B, {', '.join(map(str, c.input_shape))})")
-        tokens_BxNxD = self.patch_embed(self._patchify(x))
+        tokens_BxNxD = self.patch_embed(self.patchify(x))
         if self.cls_token is not None:
             cls_Bx1xD = jnp.broadcast_to(self.cls_token[...], (x.shape[0], 1, c.width)).astype(tokens_BxNxD.dtype)
             tokens_BxNxD = jnp.concatenate([cls_Bx1xD, tokens_BxNxD], axis=1)
