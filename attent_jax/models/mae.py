@@ -192,9 +192,9 @@ def classifier_from_mae(model: MaskedAutoencoder, num_classes: int, *, rngs: nnx
     src = model.encoder
     for name in ("patch_embed", "blocks", "ln_final"):
         nnx.update(getattr(clf, name), nnx.state(getattr(src, name), nnx.Param))
-    clf.pos_embed.value = src.pos_embed[...]
+    clf.pos_embed[...] = src.pos_embed[...]
     if src.cls_token is not None:
-        clf.cls_token.value = src.cls_token[...]
+        clf.cls_token[...] = src.cls_token[...]
     return clf
 
 
