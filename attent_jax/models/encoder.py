@@ -115,6 +115,10 @@ class EncoderClassifier(nnx.Module):
         return x_BxHpxPxWpxPxC.transpose(0, 1, 3, 2, 4, 5).reshape(B, (H // P) * (W // P), P * P * c.channels)
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        return self.head(self.features(x))
+
+    def features(self, x: jax.Array) -> jax.Array:
+        """The pooled trunk output (B, width) the head reads: what a linear probe is trained on."""
         c = self.config
         expected = (None,) + c.input_shape
         if getattr(x, "ndim", None) != len(expected) or tuple(x.shape[1:]) != c.input_shape:
@@ -128,8 +132,7 @@ class EncoderClassifier(nnx.Module):
         for block in self.blocks:
             h_BxNxD = block(h_BxNxD)
         h_BxNxD = self.ln_final(h_BxNxD)
-        pooled_BxD = h_BxNxD[:, 0] if c.pool == "cls" else h_BxNxD.mean(axis=1)
-        return self.head(pooled_BxD)
+        return h_BxNxD[:, 0] if c.pool == "cls" else h_BxNxD.mean(axis=1)
 
 
 def classification_losses(logits_BxC: jax.Array, labels_B: jax.Array) -> jax.Array:

@@ -95,7 +95,7 @@ def build_stages(config: TrainConfig, ds: data_lib.Dataset) -> list[Stage]:
     labels = ds.labels_train if config.selection.selection == "class_weight" else None
     teacher = Teacher(config.teacher_config(), ds.num_train, labels=labels)
     if config.model.objective == "mae":
-        stages.append(Stage("pretrain", "mae", *mae_arrays(ds), run.epochs, teacher))
+        stages.append(Stage("train", "mae", *mae_arrays(ds), run.epochs, teacher))
         return _check_batch(stages, run.batch_size, task)
     decode = None
     if ds.prompts_test is not None:
