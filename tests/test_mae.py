@@ -131,3 +131,15 @@ def test_mae_stage_trains_through_the_loop(tmp_path):
     # The score table holds each trained example's reconstruction loss (the teacher ranks these).
     scores = np.asarray(jax.device_get(trainer.final_state["teacher"][0].scores_N))
     assert np.isfinite(scores[np.asarray(jax.device_get(trainer.final_state["teacher"][0].seen_N))]).all()
+
+
+@pytest.mark.parametrize("args,message", [(["--mask-ratio", "1.0"], "mask_ratio: got 1.0"),
+                                          (["--patch-size", "3"], "patch_size: got 3, expected a divisor")])
+def test_cli_bad_mae_values_exit_2_in_one_line(args, message, tmp_path, capsys):
+    # Catches a traceback (or a silent clamp) instead of the one-line error, and a run started regardless.
+    from attent_jax.cli import main as cli
+    code = cli.main(["train", "--task", "mnist1d", "--objective", "mae", "--num-train", "64", "--num-test", "32",
+                     "--epochs", "1", "--workdir", str(tmp_path / "run")] + args)
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run" / "checkpoints").exists()
