@@ -58,6 +58,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -236,6 +237,28 @@ def bench_training(results: Results) -> str:
     return _table(["devices", "method", "examples/s", "training time (s)", "scoring + selection", "time / ideal"], rows)
 
 
+def mae_pretrain(results: Results) -> str:
+    """The MAE race's rows; a result file of the quick config says so first (its numbers mean nothing)."""
+    import dataclasses as _dc
+
+    from . import mae_pretrain as mp
+    data = results.load(f"{EXP}/mae_pretrain/mae_pretrain.json")
+    quick = data["config"] == json.loads(json.dumps(_dc.asdict(mp.QUICK)))
+    race, rows = data["race"], []
+    for b in race["budgets"]:
+        for m in race["methods"]:
+            s = race["summary"][m][f"{b:g}"]
+            rows.append([f"{b:g}", mp.mae_report.LABELS[m], stats.fmt_mean_std(s["per_seed_cost"], 3),
+                         stats.fmt_mean_std(s["per_seed_probe_acc_pct"], 2),
+                         stats.fmt_mean_std(s["per_seed_finetune_acc_pct"], 2)])
+    table = _table(["budget", "method", "measured cost (step units)", "linear probe acc. (%)",
+                    "fine-tune acc. (%)"], rows)
+    if quick:
+        return ("**`--quick` run only** (smoke-test sizes, one seed: these numbers mean nothing; the full run is "
+                "still to be done).\n\n" + table)
+    return table
+
+
 BLOCKS: dict[str, Callable[[Results], str]] = {
     "theory_identities": theory_identities, "theory_claims": theory_claims, "theory_controls": theory_controls,
     "bench_ntk": bench_ntk, "from_scratch": from_scratch,
@@ -243,7 +266,7 @@ BLOCKS: dict[str, Callable[[Results], str]] = {
     "finetune_pretrained": _finetune(f"{EXP}/finetune_pretrained/finetune.json", per_seed=True),
     "ablation": ablation, "sample_ratio": sample_ratio, "bench_training": bench_training,
     "frontier_headline": readme_evidence.frontier_headline, "frontier_verdicts": readme_evidence.frontier_verdicts,
-    "frontier_others": readme_evidence.frontier_others,
+    "frontier_others": readme_evidence.frontier_others, "mae_pretrain": mae_pretrain,
 }
 
 

@@ -11,6 +11,7 @@ from attent_jax.learner.model import AttentionLearner, LearnerConfig
 from attent_jax.models import make_model, model_names
 from attent_jax.models.decoder import (CausalDecoder, DecoderConfig, greedy_decode, lm_accuracy, lm_all_correct,
                                        lm_losses)
+from attent_jax.models.mae import MaskedAutoencoder
 from attent_jax.models.encoder import EncoderClassifier, EncoderConfig, classification_correct, classification_losses
 
 # One tiny width for every model here: parameter shapes repeat across tests, so JAX's
@@ -51,9 +52,9 @@ def test_encoder_default_is_mnist1d_sized():
 def test_encoder_2d_patches_are_square_blocks():
     # With one channel and P = 2, the 2-D patchify must group each 2×2 block, not rows of the image.
     cfg = EncoderConfig(input_shape=(4, 4), spatial_dims=2, patch_size=2, depth=1, **TINY)
-    model = nnx.eval_shape(lambda: EncoderClassifier(cfg, rngs=nnx.Rngs(0)))  # _patchify needs no weights
+    model = nnx.eval_shape(lambda: EncoderClassifier(cfg, rngs=nnx.Rngs(0)))  # patchify needs no weights
     x = jnp.arange(16.0).reshape(1, 4, 4)
-    patches = model._patchify(x)
+    patches = model.patchify(x)
     assert patches.shape == (1, 4, 4)
     np.testing.assert_array_equal(patches[0, 0], [0, 1, 4, 5])
     np.testing.assert_array_equal(patches[0, 3], [10, 11, 14, 15])
@@ -108,11 +109,13 @@ def test_make_model_registry():
     with pytest.raises(ValueError, match="DecoderConfig"):
         make_model("decoder", EncoderConfig(), nnx.Rngs(0))
     # Each name builds its own class from its own config (a swapped table entry would break this).
-    configs = {"attention": LearnerConfig(d_in=4, d_qk=8), "decoder": None, "encoder": None}   # None: the default
+    configs = {"attention": LearnerConfig(d_in=4, d_qk=8), "decoder": None, "encoder": None,
+               "mae": None}   # None: the default
     built = {name: nnx.eval_shape(lambda name=name: make_model(name, configs[name], nnx.Rngs(0)))
              for name in model_names()}
     assert {name: type(m) for name, m in built.items()} == {
-        "attention": AttentionLearner, "decoder": CausalDecoder, "encoder": EncoderClassifier}
+        "attention": AttentionLearner, "decoder": CausalDecoder, "encoder": EncoderClassifier,
+        "mae": MaskedAutoencoder}
     assert isinstance(built["attention"].config, LearnerConfig)
 
 

@@ -1,4 +1,4 @@
-"""Models by name: one file each (`attention`, `encoder`, `decoder`), chosen with `make_model`.
+"""Models by name: one file each (`attention`, `encoder`, `decoder`, `mae`), chosen with `make_model`.
 
 A model file defines ``CONFIG`` (its frozen config class) and ``MODEL`` (the NNX
 module, built as ``MODEL(config, rngs=rngs)``). `make_model` imports the file
@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-MODEL_NAMES = ("attention", "decoder", "encoder")
+MODEL_NAMES = ("attention", "decoder", "encoder", "mae")
 
 
 def model_names() -> tuple[str, ...]:

@@ -102,7 +102,8 @@ class EncoderClassifier(nnx.Module):
         self.ln_final = nnx.LayerNorm(c.width, param_dtype=dtype, rngs=rngs)
         self.head = nnx.Linear(c.width, c.num_classes, param_dtype=dtype, rngs=rngs)
 
-    def _patchify(self, x: jax.Array) -> jax.Array:
+    def patchify(self, x: jax.Array) -> jax.Array:
+        """(B, *input_shape) → (B, num_patches, patch features): the patches in raster order, channels last."""
         c = self.config
         B, P = x.shape[0], c.patch_size
         if len(c.input_shape) == c.spatial_dims:
@@ -114,12 +115,16 @@ class EncoderClassifier(nnx.Module):
         return x_BxHpxPxWpxPxC.transpose(0, 1, 3, 2, 4, 5).reshape(B, (H // P) * (W // P), P * P * c.channels)
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        return self.head(self.features(x))
+
+    def features(self, x: jax.Array) -> jax.Array:
+        """The pooled trunk output (B, width) the head reads: what a linear probe is trained on."""
         c = self.config
         expected = (None,) + c.input_shape
         if getattr(x, "ndim", None) != len(expected) or tuple(x.shape[1:]) != c.input_shape:
             raise ValueError(f"x: got shape {tuple(getattr(x, 'shape', ()))}, "
                              f"expected (B, {', '.join(map(str, c.input_shape))})")
-        tokens_BxNxD = self.patch_embed(self._patchify(x))
+        tokens_BxNxD = self.patch_embed(self.patchify(x))
         if self.cls_token is not None:
             cls_Bx1xD = jnp.broadcast_to(self.cls_token[...], (x.shape[0], 1, c.width)).astype(tokens_BxNxD.dtype)
             tokens_BxNxD = jnp.concatenate([cls_Bx1xD, tokens_BxNxD], axis=1)
@@ -127,8 +132,7 @@ class EncoderClassifier(nnx.Module):
         for block in self.blocks:
             h_BxNxD = block(h_BxNxD)
         h_BxNxD = self.ln_final(h_BxNxD)
-        pooled_BxD = h_BxNxD[:, 0] if c.pool == "cls" else h_BxNxD.mean(axis=1)
-        return self.head(pooled_BxD)
+        return h_BxNxD[:, 0] if c.pool == "cls" else h_BxNxD.mean(axis=1)
 
 
 def classification_losses(logits_BxC: jax.Array, labels_B: jax.Array) -> jax.Array:

@@ -58,6 +58,7 @@ MODELS = ("attention", "encoder", "decoder")
 FACTORY_PATTERN = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*"
 SELECTIONS = ("none",) + tuple(selection.SELECTORS)
 SCORES = ("loss", "discrepancy")
+OBJECTIVES = ("supervised", "mae")
 # The scoring pass's forward precision (attent_jax.training.scoring); float32 = the paper's full rescoring.
 SCORE_DTYPES = ("float32", "bfloat16")
 LR_SCHEDULE_BY = ("steps", "epochs")
@@ -108,13 +109,23 @@ class ModelConfig:
     width: int = 0                 # model width (d' for the attention learner); 0 = model default
     depth: int = 0                 # Transformer blocks (encoder/decoder); 0 = model default
     num_heads: int = 0             # attention heads; 0 = model default
+    patch_size: int = 0            # encoder patch length; 0 = the model default (4)
+    objective: str = "supervised"  # supervised (the task's loss) | mae (masked-autoencoder pre-training of the encoder, mnist1d; models/mae.py)
+    mask_ratio: float = 0.75       # mae: share of each example's patches masked and reconstructed (MAE: 0.75)
+    decoder_width: int = 0         # mae: width of the light decoder; 0 = the encoder's width
+    decoder_depth: int = 1         # mae: decoder blocks
+    norm_pix_loss: bool = False    # mae: reconstruct patches normalized to zero mean, unit variance (MAE's option)
+    mask_seed: int = 0             # mae: example i's mask is drawn from fold_in(key(mask_seed), i), fixed for the run
 
     def __post_init__(self):
         check_types(self)
         if not re.fullmatch(FACTORY_PATTERN, self.model):
             one_of("model", self.model, ("",) + MODELS, "or an import path package.module:factory")
-        for name in ("width", "depth", "num_heads"):
+        for name in ("width", "depth", "num_heads", "patch_size", "decoder_width", "mask_seed"):
             at_least(name, getattr(self, name), 0)
+        at_least("decoder_depth", self.decoder_depth, 1)
+        one_of("objective", self.objective, OBJECTIVES)
+        in_range("mask_ratio", self.mask_ratio, 0.0, 1.0, lo_open=True, hi_open=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,6 +283,9 @@ class TrainConfig:
                              "(classification and LM tasks score by loss)")
         if m.model in MODELS and m.model != TASK_MODEL[d.task]:
             raise ValueError(f"model: got {m.model!r}, expected {TASK_MODEL[d.task]!r} for task {d.task!r}")
+        if m.objective == "mae" and (d.task != "mnist1d" or m.model not in ("", "encoder")):
+            raise ValueError(f"objective: got 'mae' for task {d.task!r} and model {m.model or 'default'!r}, expected "
+                             "task 'mnist1d' with its encoder (MAE pre-trains the ViT-style encoder)")
         if d.task == "arith" and self.run.pretrain_epochs and not d.text_file:
             raise ValueError(f"text_file: got '', expected a text file for arith's {self.run.pretrain_epochs} "
                              f"pre-training epochs (or pretrain_epochs=0)")
@@ -358,8 +372,8 @@ class TrainConfig:
         return dataclasses.replace(
             self, data=dataclasses.replace(d, text_file=text_file), run=run,
             optim=dataclasses.replace(self.optim, learning_rate=self.optim.learning_rate or lr),
-            model=ModelConfig(model=model, width=m.width or width, depth=m.depth or depth,
-                              num_heads=m.num_heads or heads),
+            model=dataclasses.replace(m, model=model, width=m.width or width, depth=m.depth or depth,
+                                      num_heads=m.num_heads or heads),
             selection=dataclasses.replace(self.selection, regime=self.regime()))
 
 

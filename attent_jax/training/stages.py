@@ -24,6 +24,7 @@ from attent_jax.learner.model import AttentionLearner, LearnerConfig
 from attent_jax.models import make_model
 from attent_jax.models.decoder import DecoderConfig, lm_accuracy, lm_losses
 from attent_jax.models.encoder import EncoderConfig, classification_correct, classification_losses
+from attent_jax.models.mae import MAEConfig, reconstruction_losses
 from attent_jax.tasks import datasets as data_lib
 from attent_jax.teaching.teacher import Teacher, TeacherConfig
 from attent_jax.training.config import FACTORY_PATTERN, MODELS, DataConfig, ModelConfig, TrainConfig
@@ -34,8 +35,8 @@ from attent_jax.training.host_data import RecordSource, first_record, num_exampl
 class Stage:
     """One phase of training on one dataset with one teacher (arith: pre-training, then fine-tuning)."""
     name: str                       # "train", "pretrain" or "finetune"
-    kind: str                       # "regression", "classification", "lm" or "custom" (a user's loss)
-    train: dict                     # arrays, axis 0 = examples: x, y (and m, the lm loss mask); memory-mapped or a host_data.RecordSource too
+    kind: str                       # "regression", "classification", "lm", "mae" or "custom" (a user's loss)
+    train: dict                     # arrays, axis 0 = examples: x, y (m, the lm loss mask; mae: x, id); memory-mapped or a host_data.RecordSource too
     test: dict                      # held-out arrays (or source), same keys
     epochs: int                     # epochs of this stage
     teacher: Teacher                # plans each epoch (the pre-training stage: all data, reshuffled)
@@ -94,17 +95,34 @@ def build_stages(config: TrainConfig, ds: data_lib.Dataset) -> list[Stage]:
                             Teacher(TeacherConfig(regime="full", seed=run.seed), pre.num_train)))
     labels = ds.labels_train if config.selection.selection == "class_weight" else None
     teacher = Teacher(config.teacher_config(), ds.num_train, labels=labels)
+    if config.model.objective == "mae":
+        stages.append(Stage("train", "mae", *mae_arrays(ds), run.epochs, teacher))
+        return _check_batch(stages, run.batch_size, task)
     decode = None
     if ds.prompts_test is not None:
         decode = {"prompts": ds.prompts_test, "prompt_lens": ds.prompt_lens_test, "answers": ds.answers_test,
                   "vocab": ds.vocab}
     stages.append(Stage("finetune" if task == "arith" else "train", ds.kind, _arrays(ds, "train"),
                         _arrays(ds, "test"), run.epochs, teacher, decode))
+    return _check_batch(stages, run.batch_size, task)
+
+
+def _check_batch(stages: list[Stage], batch_size: int, task: str) -> list[Stage]:
     for stage in stages:
-        if run.batch_size > stage.num_train:
-            raise ValueError(f"batch_size: got {run.batch_size}, expected at most the {stage.num_train} "
+        if batch_size > stage.num_train:
+            raise ValueError(f"batch_size: got {batch_size}, expected at most the {stage.num_train} "
                              f"training examples of stage {stage.name!r} of task {task!r}")
     return stages
+
+
+def mae_arrays(ds: data_lib.Dataset) -> tuple[dict, dict]:
+    """MAE pre-training's (train, test) arrays: the inputs and each example's id, which seeds its mask.
+
+    Test ids follow the training ids, so no held-out example shares a training example's mask key.
+    """
+    n, m = len(ds.x_train), len(ds.x_test)
+    return ({"x": ds.x_train, "id": np.arange(n, dtype=np.int32)},
+            {"x": ds.x_test, "id": np.arange(n, n + m, dtype=np.int32)})
 
 
 def load_factory(path: str) -> Callable:
@@ -151,12 +169,26 @@ def model_builder(config: ModelConfig, ds: data_lib.Dataset, stages: list[Stage]
         return lambda rngs: AttentionLearner(learner, rngs=rngs)
     if c.model == "encoder":
         enc = EncoderConfig(input_shape=tuple(ds.x_train.shape[1:]), width=c.width, depth=c.depth,
-                            num_heads=c.num_heads, num_classes=ds.num_classes)
+                            num_heads=c.num_heads, num_classes=ds.num_classes,
+                            patch_size=c.patch_size or EncoderConfig.patch_size)
+        if c.objective == "mae":
+            mae = mae_config(c, enc)
+            return lambda rngs: make_model("mae", mae, rngs)
         return lambda rngs: make_model("encoder", enc, rngs)
     lengths = [s.train["x"].shape[1] for s in stages] + [s.decode["prompts"].shape[1] for s in stages if s.decode]
     dec = DecoderConfig(vocab_size=ds.vocab_size, context=max(lengths), width=c.width, depth=c.depth,
                         num_heads=c.num_heads)
     return lambda rngs: make_model("decoder", dec, rngs)
+
+
+def mae_config(config: ModelConfig, encoder: EncoderConfig) -> MAEConfig:
+    """The `MAEConfig` of a model config's MAE fields around `encoder` (mean-pooled: MAE has no CLS read-out)."""
+    c = config
+    width = c.decoder_width or encoder.width
+    return MAEConfig(encoder=dataclasses.replace(encoder, pool="mean"), mask_ratio=c.mask_ratio,
+                     decoder_width=width, decoder_depth=c.decoder_depth,
+                     decoder_heads=encoder.num_heads if width % encoder.num_heads == 0 else 1,
+                     norm_pix_loss=c.norm_pix_loss, mask_seed=c.mask_seed)
 
 
 def per_example_fn(kind: str, apply: Callable) -> Callable:
@@ -165,6 +197,7 @@ def per_example_fn(kind: str, apply: Callable) -> Callable:
     regression: mean squared error over each example's outputs; accuracy 0 (none).
     classification: softmax cross-entropy; accuracy = argmax hit.
     lm: masked mean next-token cross-entropy (arith: answer tokens only); accuracy = masked token accuracy.
+    mae: mean squared error of the reconstructed masked patches, the model called on (x, id); accuracy 0.
     """
     if kind == "regression":
         def f(params, batch):
@@ -176,6 +209,10 @@ def per_example_fn(kind: str, apply: Callable) -> Callable:
             logits = apply(params, batch["x"])
             return (classification_losses(logits, batch["y"]),
                     classification_correct(logits, batch["y"]).astype(jnp.float32))
+    elif kind == "mae":
+        def f(params, batch):
+            loss_B = reconstruction_losses(*apply(params, (batch["x"], batch["id"])))
+            return loss_B, jnp.zeros_like(loss_B)
     else:
         def f(params, batch):
             logits = apply(params, batch["x"])
