@@ -24,8 +24,9 @@ OLD_FLAT = {"task": "teach", "model": "attention", "quick": True, "text_file": "
 def test_old_flat_config_json_loads_into_the_sections():
     # A field routed to the wrong section, or dropped, would change one of these.
     cfg = TrainConfig.from_dict(OLD_FLAT)
-    # Fields added since (the multi-process settings, the first-epoch option) take their defaults.
-    assert cfg.to_flat() == dict(OLD_FLAT, coordinator="", num_processes=0, process_id=-1, first_epoch="select")
+    # Fields added since (the multi-process settings, the first-epoch option, LoRA) take their defaults.
+    assert cfg.to_flat() == dict(OLD_FLAT, coordinator="", num_processes=0, process_id=-1, first_epoch="select",
+                                  lora_rank=0)
     assert cfg.data.task == "teach" and cfg.selection.ratio == 0.5 and cfg.run.batch_size == 16
     assert cfg.optim.learning_rate == 0.001 and cfg.model.width == 8
 

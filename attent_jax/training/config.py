@@ -99,12 +99,13 @@ class ModelConfig:
     width: int = 0                 # model width (d' for the attention learner); 0 = model default
     depth: int = 0                 # Transformer blocks (encoder/decoder); 0 = model default
     num_heads: int = 0             # attention heads; 0 = model default
+    lora_rank: int = 0             # LoRA: rank r of adapters on every linear layer (alpha = r), trained alone in the last (fine-tuning) stage with the base frozen; 0 = off, train all params
 
     def __post_init__(self):
         check_types(self)
         if not re.fullmatch(FACTORY_PATTERN, self.model):
             one_of("model", self.model, ("",) + MODELS, "or an import path package.module:factory")
-        for name in ("width", "depth", "num_heads"):
+        for name in ("width", "depth", "num_heads", "lora_rank"):
             at_least(name, getattr(self, name), 0)
 
 
@@ -339,8 +340,8 @@ class TrainConfig:
         return dataclasses.replace(
             self, data=dataclasses.replace(d, text_file=text_file),
             optim=dataclasses.replace(self.optim, learning_rate=self.optim.learning_rate or lr),
-            model=ModelConfig(model=model, width=m.width or width, depth=m.depth or depth,
-                              num_heads=m.num_heads or heads),
+            model=dataclasses.replace(m, model=model, width=m.width or width, depth=m.depth or depth,
+                                      num_heads=m.num_heads or heads),
             selection=dataclasses.replace(self.selection, regime=self.regime()))
 
 

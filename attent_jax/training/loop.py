@@ -55,16 +55,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
+from flax import nnx, traverse_util
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from attent_jax.models.decoder import greedy_decode
+from attent_jax.models.lora import lora_builder, lora_paths
 from attent_jax.tasks import generators as tasks_lib
-from attent_jax.training.checkpoint import Checkpointer, abstract_like
+from attent_jax.training.checkpoint import (Checkpointer, CheckpointMismatchError, CheckpointRestoreError,
+                                            abstract_like)
 from attent_jax.training.config import TrainConfig
 from attent_jax.training.mesh import check_batch_divisible, initialize_distributed, make_mesh, state_shardings
-from attent_jax.training.optim import learning_rate, make_optimizer
+from attent_jax.training.optim import learning_rate, make_optimizer, stage_partitions
 from attent_jax.training.run_log import NonFiniteLossError  # noqa: F401  (raised by train_and_evaluate; import it from here)
 from attent_jax.training.run_log import MetricsLog, Session, warn_once, write_atomic
 from attent_jax.training.stages import (Stage, build_stages, check_per_example, example_scores, load_dataset,
@@ -119,6 +121,8 @@ class Trainer:
         else:
             self.dataset, self.stages = None, list(stages)
         self.planned = [s.planned_steps(run.batch_size) for s in self.stages]
+        if config.model.lora_rank:
+            build = lora_builder(build, config.model.lora_rank)
         abstract = nnx.eval_shape(lambda: build(nnx.Rngs(0)))
         self.graphdef = nnx.split(abstract)[0]
         # The state pytree carries the module's Params only: anything else would silently reset every step.
@@ -131,22 +135,33 @@ class Trainer:
         for stage in self.stages:
             check_per_example(stage, self._apply, abstract_params, run.batch_size)
         self.tx = make_optimizer(config.optim)
+        # What each stage trains (LoRA: the fine-tuning stage's adapters only); the optimizer state holds that part.
+        self.partitions = stage_partitions(traverse_util.flatten_dict(abstract_params), lora_paths(abstract),
+                                           len(self.stages))
 
-        def init(key):
+        def init(key, si=0):
             k_model, k_teacher, k_rng = jax.random.split(key, 3)
             params = nnx.to_pure_dict(nnx.state(build(nnx.Rngs(params=k_model)), nnx.Param))
             return {
                 "params": params,
-                "opt": self.tx.init(params),
+                "opt": self.tx.init(self.partitions[si].split(params)[0]),
                 "teacher": [s.teacher.init(jax.random.fold_in(k_teacher, i)) for i, s in enumerate(self.stages)],
                 "order": [jnp.zeros((s.num_train,), jnp.int32) for s in self.stages],
                 "rng": k_rng,
             }
 
         self._init = init
-        self.abstract_state = jax.eval_shape(init, jax.random.PRNGKey(run.seed))
-        self.shardings = state_shardings(self.abstract_state, self.mesh, fsdp=run.fsdp,
-                                         fsdp_min_size=run.fsdp_min_size)
+        # The state's layout per stage: its optimizer state covers that stage's trainable part only.
+        self.abstract_states, self.stage_shardings = [], []
+        for si, part in enumerate(self.partitions):
+            if si and part == self.partitions[si - 1]:
+                self.abstract_states.append(self.abstract_states[-1])
+                self.stage_shardings.append(self.stage_shardings[-1])
+                continue
+            self.abstract_states.append(jax.eval_shape(lambda k, si=si: init(k, si), jax.random.PRNGKey(run.seed)))
+            self.stage_shardings.append(state_shardings(self.abstract_states[-1], self.mesh, fsdp=run.fsdp,
+                                                        fsdp_min_size=run.fsdp_min_size))
+        self.abstract_state, self.shardings = self.abstract_states[0], self.stage_shardings[0]
         self.replicated = NamedSharding(self.mesh, P())
         # Batch-like arrays: P("data") = split axis 0 (examples) over devices, other axes whole.
         self.batch_sharding = NamedSharding(self.mesh, P("data"))
@@ -170,6 +185,7 @@ class Trainer:
         B = config.run.batch_size
         per_example = stage_per_example(stage, self._apply)
         planned, epochs = sum(self.planned[si]), stage.epochs
+        part = self.partitions[si]
 
         def step(state, data, clock_4):
             # The host's clock (the only one): where in the epoch and the schedule this step is.
@@ -179,14 +195,17 @@ class Trainer:
             teacher_state = state["teacher"][si]
             w_B = teacher_state.weights_N[idx_B]
 
-            def loss_fn(params):
-                loss_B, acc_B = per_example(params, batch)
+            # Only the trainable part is differentiated and updated; the frozen part passes through untouched.
+            trainable, frozen = part.split(state["params"])
+
+            def loss_fn(trainable):
+                loss_B, acc_B = per_example(part.combine(trainable, frozen), batch)
                 return jnp.mean(w_B * loss_B), (loss_B, acc_B)
 
-            (_, (loss_B, acc_B)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+            (_, (loss_B, acc_B)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
             lr = learning_rate(config.optim, clock, planned, epochs)
-            updates, opt = self.tx.update(grads, state["opt"], state["params"])
-            params = optax.apply_updates(state["params"], jax.tree.map(lambda u: -lr * u, updates))
+            updates, opt = self.tx.update(grads, state["opt"], trainable)
+            params = part.combine(optax.apply_updates(trainable, jax.tree.map(lambda u: -lr * u, updates)), frozen)
             teachers = list(state["teacher"])
             # The step's own per-example losses refresh the score table: scores for free.
             teachers[si] = stage.teacher.update(teacher_state, idx_B,
@@ -199,8 +218,9 @@ class Trainer:
         data_sh = self._data_shardings(stage.train)
         # P(): metrics are scalars with a copy on every device, so any process can fetch them.
         metric_sh = {k: self.replicated for k in ("loss", "accuracy", "lr", "finite")}
-        return jax.jit(step, in_shardings=(self.shardings, data_sh, self.replicated),
-                       out_shardings=(self.shardings, metric_sh), donate_argnums=0)
+        sh = self.stage_shardings[si]
+        return jax.jit(step, in_shardings=(sh, data_sh, self.replicated), out_shardings=(sh, metric_sh),
+                       donate_argnums=0)
 
     def _chunked(self, n: int):
         """Example ids (C, chunk) covering 0..n-1 (wrapping around to fill the last chunk) and their validity."""
@@ -234,8 +254,8 @@ class Trainer:
             teachers[si] = jax.lax.fori_loop(0, (count + chunk - 1) // chunk, body, teachers[si])
             return dict(state, teacher=teachers)
 
-        return jax.jit(score, in_shardings=(self.shardings, self._data_shardings(stage.train)),
-                       out_shardings=self.shardings, donate_argnums=0)
+        return jax.jit(score, in_shardings=(self.stage_shardings[si], self._data_shardings(stage.train)),
+                       out_shardings=self.stage_shardings[si], donate_argnums=0)
 
     def _make_eval(self, si: int):
         stage = self.stages[si]
@@ -280,8 +300,21 @@ class Trainer:
         return init(jax.random.PRNGKey(self.config.run.seed))
 
     def restore(self, checkpointer: Checkpointer):
-        """(state, meta) of the newest intact checkpoint, restored onto this mesh, or None."""
-        return checkpointer.restore_latest(abstract_like(self.abstract_state, self.shardings))
+        """(state, meta) of the newest intact checkpoint, restored onto this mesh, or None.
+
+        Stages whose optimizer states differ (LoRA: the pre-training stage's covers the base, the
+        fine-tuning stage's the adapters) save different layouts: the latest stage's is tried first, then
+        the earlier ones; a wrong layout fails before anything is read or moved (Orbax compares the
+        tree structures), and the last layout's failure is the one raised.
+        """
+        layouts = [si for si in range(len(self.stages))
+                   if si == 0 or self.abstract_states[si] is not self.abstract_states[si - 1]][::-1]
+        for k, si in enumerate(layouts):
+            try:
+                return checkpointer.restore_latest(abstract_like(self.abstract_states[si], self.stage_shardings[si]))
+            except (CheckpointMismatchError, CheckpointRestoreError):
+                if k + 1 == len(layouts):
+                    raise
 
     # ------------------------------------------------------------------ the loop
 
@@ -375,9 +408,10 @@ class Trainer:
         """Move the clock to the start of the next epoch (or stage), so that a resumed run begins by planning it."""
         clock = run.clock
         if epoch + 1 == self.stages[si].epochs and si + 1 < len(self.stages):
-            # Fine-tuning starts a fresh optimizer (new data, new schedule).
-            reinit = jax.jit(self.tx.init, in_shardings=(self.shardings["params"],),
-                             out_shardings=self.shardings["opt"])
+            # Fine-tuning starts a fresh optimizer (new data, new schedule), over what that stage trains.
+            part = self.partitions[si + 1]
+            reinit = jax.jit(lambda params: self.tx.init(part.split(params)[0]), in_shardings=(self.shardings["params"],),
+                             out_shardings=self.stage_shardings[si + 1]["opt"])
             state = dict(state, opt=reinit(state["params"]))
             clock.update(stage=si + 1, epoch=0, stage_step=0)
         else:
