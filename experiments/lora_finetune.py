@@ -65,6 +65,10 @@ LABELS = {"all_data": "w/o AtteNT (all data)", "attent": "AtteNT (epoch 1 all, t
           "all_data_matched": "all data, compute-matched epochs"}
 
 
+# The longest pre-training line is "Q:999+999=A:1998\n" (17 characters): lines are padded to 18.
+LINE_CHARS = 18
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     num_train: int = 8000           # fine-tuning questions (2-digit additions)
@@ -80,7 +84,7 @@ class Config:
     num_heads: int = 0              # attention heads; 0 = the library default (4)
     pretrain_lines: int = 40000     # generated 3-digit-operand additions the base pre-trains on
     pretrain_epochs: int = 4        # pre-training epochs (all parameters; not timed)
-    context: int = 64               # pre-training window length in characters (≥ 14, a question and its answer)
+    context: int = 71               # pre-training window length; context + 1 a multiple of 18 (whole padded lines)
     seeds: tuple = (0, 1, 2)        # training seeds (model init, adapters, teacher, data order)
 
     def __post_init__(self):
@@ -88,6 +92,9 @@ class Config:
                      "pretrain_epochs", "context"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: got {getattr(self, name)!r}, expected an int >= 1")
+        if (self.context + 1) % LINE_CHARS:
+            raise ValueError(f"context: got {self.context}, expected context + 1 a multiple of {LINE_CHARS} (windows "
+                             "of whole pre-training lines)")
         if self.epochs < 2:
             raise ValueError(f"epochs: got {self.epochs}, expected >= 2 (AtteNT selects after the first epoch)")
         if not 0.0 < self.ratio <= 1.0:
@@ -98,7 +105,7 @@ class Config:
 
 
 QUICK = Config(num_train=256, num_test=32, epochs=3, batch_size=32, width=32, depth=1, num_heads=2, lora_rank=4,
-               pretrain_lines=1500, pretrain_epochs=1, context=32, seeds=(0,))
+               pretrain_lines=1500, pretrain_epochs=1, context=35, seeds=(0,))
 
 
 def no_carry_additions(exclude=()) -> list[str]:
@@ -122,7 +129,9 @@ def pretrain_text(config: Config) -> str:
     lines = arith3_text(config.pretrain_lines).splitlines(keepends=True)
     lines += no_carry_additions(exclude=questions[config.num_train:])
     order = np.random.default_rng(PRETRAIN_SEED).permutation(len(lines))
-    return "".join(lines[i] for i in order)
+    # Every line padded with newlines to LINE_CHARS, and windows of a whole number of lines: each window
+    # starts at a question, as a fine-tuning prompt does (at position 0, with nothing before it).
+    return "".join(lines[i].ljust(LINE_CHARS, "\n") for i in order)
 
 
 def train_config(config: Config, method: str, seed: int, text_file: str, epochs: int | None = None):
