@@ -66,6 +66,9 @@ _API = {
     "fit": "attent_jax.training.user_run",
     "restore_params": "attent_jax.training.loop",
     "NonFiniteLossError": "attent_jax.training.run_log",
+    "RecordSource": "attent_jax.training.host_data",
+    "open_npy_dir": "attent_jax.training.host_data",
+    "save_npy_dir": "attent_jax.training.host_data",
 }
 __all__ = sorted(_API)
 

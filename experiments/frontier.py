@@ -37,6 +37,10 @@ over seeds (t quantile from scipy at n − 1 degrees of freedom; undefined for
 one seed): "better" if the interval lies above 0, "worse" if below, else
 "not resolved".
 
+The moonshot check (`experiments.frontier_report`): does an AtteNT method at a
+budget ≤ 0.6 reach the all-data run at budget 1.0 minus 0.2 points, with the
+interval's lower end to back it; if none does, the closest is named.
+
 Methods run interleaved (for each seed: the reference, then every budget and
 method), so a drifting machine load favours none; each run records the load.
 
@@ -47,6 +51,7 @@ runs/METHOD_bB_seedK/.
 Run:
     python -m experiments.frontier            # full: 20k/4k MNIST-1D, 20 epochs, 6 budgets, 5 methods, 3 seeds
     python -m experiments.frontier --quick    # smoke test: tiny sizes, budgets 0.5 and 1.0, 2 seeds
+    python -m experiments.frontier --report-only [--out DIR]   # tables, verdicts, figure again from frontier.json
 Run time on a 2-core CPU: ``--quick`` 89 s standalone at load 3-5 (16 tiny runs). The full config
 was not run: it is 3 seeds × (1 reference + 6 budgets × 5 methods − 1 reused) = 90 runs whose costs sum to about
 3 × 5 × 3.5 = 52 all-data runs of 20 epochs (~45 s each on a quiet machine, from from_scratch's
@@ -65,13 +70,9 @@ import sys
 import numpy as np
 
 from . import common, stats, timing
+from .frontier_report import (ATTENT_METHODS, LABELS, METHODS, NAME, moonshot, paired_interval,  # noqa: F401
+                              regenerate, summarize, verdict_rows, write)
 
-NAME = "frontier"
-METHODS = ("all_data", "attent", "attent_lr_steps", "random", "infobatch")
-LABELS = {"all_data": "all data, fewer epochs (compute-matched)", "attent": "AtteNT (Soft, paper schedules)",
-          "attent_lr_steps": "AtteNT (Soft), lr over steps", "random": "random subsets each epoch (RS2)",
-          "infobatch": "InfoBatch"}
-ATTENT_METHODS = ("attent", "attent_lr_steps")
 _Q_MAX = 0.9            # InfoBatch's largest prune ratio used: beyond it, fewer epochs
 _SCORE_SHARE = 1 / 3    # first guess of a scoring pass's per-example cost over a training step's (forward only)
 _BELOW_MEAN = 0.6       # first guess of InfoBatch's below-mean share, before any InfoBatch run is measured
@@ -90,6 +91,8 @@ class Config:
     budgets: tuple = (0.25, 0.35, 0.5, 0.65, 0.8, 1.0)  # shares of the all-data run's measured cost
     seeds: tuple = (0, 1, 2)        # training seeds (model init, teacher, data order)
     methods: tuple = METHODS        # methods to run (all_data is the reference and the compute-matched baseline)
+    moonshot_budget: float = 0.6    # the moonshot: largest budget at which AtteNT must match all data at 1.0 ...
+    moonshot_gap: float = 0.2       # ... to within this many accuracy points (the interval's lower end)
 
     def __post_init__(self):
         for name in ("num_train", "num_test", "epochs", "batch_size"):
@@ -105,6 +108,10 @@ class Config:
         common.check_choices("methods", self.methods, METHODS)
         if "all_data" not in self.methods:
             raise ValueError(f"methods: got {self.methods!r}, expected all_data among them (the reference)")
+        if not 0.0 < self.moonshot_budget <= 1.0:
+            raise ValueError(f"moonshot_budget: got {self.moonshot_budget!r}, expected a number in (0, 1]")
+        if not self.moonshot_gap >= 0.0:
+            raise ValueError(f"moonshot_gap: got {self.moonshot_gap!r}, expected a number >= 0 (points)")
 
 
 # attent_lr_steps is left out of the quick run only to keep it within 2 minutes (it differs from attent
@@ -233,20 +240,15 @@ def run(config: Config, out_dir: str) -> dict:
     with training_on(dataset):
         for seed in config.seeds:
             _measure_seed(config, out_dir, seed, cal, points, references)
-    summary = summarize(config, points)
-    verdicts = verdict_rows(config, points)
     payload = {"experiment": NAME, "config": dataclasses.asdict(config), "environment": env,
                "timing": "optimizer steps + scoring + selection; compilation, evaluation, checkpoints excluded "
                          "(experiments/timing.py); cost = measured training time / the same seed's all-data run's",
                "interval": "95% Student-t interval over seeds of the paired (same seed) accuracy difference",
                "calibration": {"score_per_example_s": cal.score_per_example_s, "below_mean_share": cal.below_mean},
-               "references": references, "summary": summary, "verdicts": verdicts,
+               "references": references, "summary": summarize(config, points),
+               "verdicts": verdict_rows(config, points), "moonshot": moonshot(config, points),
                "points": {m: {f"{b:g}": ps for b, ps in bs.items()} for m, bs in points.items()}}
-    figure = plot(config, summary, out_dir)
-    paths = common.write_outputs(out_dir, NAME, payload, markdown(config, env, summary, verdicts))
-    for v in verdicts:
-        print(f"[{NAME}] {v['sentence']}")
-    common.print_outputs(NAME, [paths["json"], paths["markdown"], figure])
+    write(config, payload, out_dir)
     return payload
 
 
@@ -286,88 +288,17 @@ def _point(method, budget, seed, r, ref, desc, predicted_s) -> dict:
             "load_average": r.get("load_average"), "workdir": r["workdir"]}
 
 
-def summarize(config: Config, points: dict) -> dict:
-    out = {}
-    for method, by_budget in points.items():
-        out[method] = {f"{b:g}": {"cost": stats.mean_std([p["cost"] for p in ps]),
-                                  "accuracy_pct": stats.mean_std([p["accuracy_pct"] for p in ps]),
-                                  "per_seed_accuracy_pct": [p["accuracy_pct"] for p in ps],
-                                  "per_seed_cost": [p["cost"] for p in ps]}
-                       for b, ps in by_budget.items()}
-    return out
-
-
-def paired_interval(diffs) -> tuple[float, float, float]:
-    """Mean and 95% Student-t interval of paired differences (NaN interval for fewer than 2)."""
-    d = np.asarray(diffs, float)
-    mean = float(d.mean()) if d.size else float("nan")
-    if d.size < 2:
-        return mean, float("nan"), float("nan")
-    from scipy import stats as sps
-    half = float(sps.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size))
-    return mean, mean - half, mean + half
-
-
-def verdict_rows(config: Config, points: dict) -> list[dict]:
-    rows = []
-    for method in (m for m in ATTENT_METHODS if m in points):
-        for b in sorted(config.budgets):
-            base = {p["seed"]: p["accuracy_pct"] for p in points["all_data"][b]}
-            diffs = [p["accuracy_pct"] - base[p["seed"]] for p in points[method][b]]
-            mean, lo, hi = paired_interval(diffs)
-            word = ("not resolved (one seed)" if math.isnan(lo) else "better" if lo > 0 else
-                    "worse" if hi < 0 else "not resolved")
-            interval = "no interval" if math.isnan(lo) else f"95% CI [{lo:+.2f}, {hi:+.2f}]"
-            rows.append({"method": method, "budget": b, "diff_points": diffs, "mean": mean, "ci95": [lo, hi],
-                         "verdict": word,
-                         "sentence": f"At budget {b:g}, {LABELS[method]} minus the compute-matched all-data run: "
-                                     f"{mean:+.2f} points ({interval}, {len(diffs)} seeds): {word}."})
-    return rows
-
-
-def markdown(config: Config, env: dict, summary: dict, verdicts: list[dict]) -> str:
-    headers = ["budget", "method", "measured cost (of all data)", "final test acc. (%)"]
-    rows = []
-    for b in sorted(config.budgets):
-        for m in config.methods:
-            s = summary[m][f"{b:g}"]
-            rows.append([f"{b:g}", LABELS[m], stats.fmt_mean_std(s["per_seed_cost"], 3),
-                         stats.fmt_mean_std(s["per_seed_accuracy_pct"], 2)])
-    vrows = [[f"{v['budget']:g}", LABELS[v["method"]], f"{v['mean']:+.2f}",
-              "—" if math.isnan(v["ci95"][0]) else f"[{v['ci95'][0]:+.2f}, {v['ci95'][1]:+.2f}]", v["verdict"]]
-             for v in verdicts]
-    lines = ["# Accuracy against measured training cost (the frontier)\n",
-             f"MNIST-1D, {config.num_train} training / {config.num_test} test examples; reference: all data, "
-             f"{config.epochs} epochs, batch {config.batch_size}; mean ± std over seeds {list(config.seeds)}.\n",
-             f"Measured on: {common.environment_line(env)}.\n",
-             "Cost = measured training time (steps + scoring + selection; no compilation or evaluation) over the "
-             "same seed's all-data run's. Every method's learning rate is fully decayed at its own end.\n",
-             stats.markdown_table(headers, rows),
-             "AtteNT minus the compute-matched baseline (points; paired by seed; 95% Student-t interval):\n",
-             stats.markdown_table(["budget", "method", "mean difference", "95% interval", "verdict"], vrows)]
-    return "\n".join(lines) + "\n"
-
-
-def plot(config: Config, summary: dict, out_dir: str) -> str:
-    plt = common.pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for m in config.methods:
-        bs = sorted(config.budgets)
-        x = np.array([summary[m][f"{b:g}"]["cost"][0] for b in bs])
-        y = np.array([summary[m][f"{b:g}"]["accuracy_pct"][0] for b in bs])
-        sd = np.array([summary[m][f"{b:g}"]["accuracy_pct"][1] for b in bs])
-        order = np.argsort(x)
-        ax.plot(x[order], y[order], marker="o", ms=4, label=LABELS[m])
-        ax.fill_between(x[order], (y - sd)[order], (y + sd)[order], alpha=0.15)
-    ax.set_xlabel("measured training cost (share of the all-data run)")
-    ax.set_ylabel("final test accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(f"MNIST-1D frontier (mean over {len(config.seeds)} seeds; band ±1 std)")
-    return common.save_figure(fig, os.path.join(out_dir, f"{NAME}.png"))
-
-
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--report-only" in argv:
+        argv.remove("--report-only")
+        try:
+            _, args = common.parse_args(argv, Config, QUICK, __doc__)
+            regenerate(os.path.abspath(args.out or os.path.join(common.RESULTS_ROOT, NAME)), Config)
+        except ValueError as err:   # raised before anything is written
+            print(f"{NAME}: error: {err}", file=sys.stderr)
+            return 2
+        return 0
     return common.run_main(argv, NAME, Config, QUICK, __doc__, run)
 
 

@@ -268,6 +268,7 @@ def render(text: str, root: str = ".") -> tuple[str, list[tuple[int, str, str, s
     results = Results(root)
     out, changes, source, pos = [], [], None, 0
     for m in MARKERS.finditer(text):
+        _check_no_broken_marker(text, pos, m.start())
         out.append(text[pos:m.start()])
         pos = m.end()
         line = text.count("\n", 0, m.start()) + 1
@@ -297,8 +298,19 @@ def render(text: str, root: str = ".") -> tuple[str, list[tuple[int, str, str, s
                 i = next((i for i, (a, b) in enumerate(zip(olds, news)) if a != b), min(len(olds), len(news)))
                 changes.append((line + 1 + i, f"generated: {key}", olds[i] if i < len(olds) else "",
                                 news[i] if i < len(news) else ""))
+    _check_no_broken_marker(text, pos, len(text))
     out.append(text[pos:])
     return "".join(out), changes
+
+
+def _check_no_broken_marker(text: str, start: int, end: int) -> None:
+    """A marker the pattern does not match (``:.1%-->``, no space) would keep its typed value unchecked."""
+    for opener in ("<!-- v:", "<!-- source:"):
+        at = text.find(opener, start, end)
+        if at >= 0:
+            line = text.count("\n", 0, at) + 1
+            raise ValueError(f"README line {line}: malformed marker {text[at:at + 60]!r}, expected "
+                             f"'<!-- v: EXPR:FMT -->VALUE<!-- /v -->' or '<!-- source: PATH -->' on one line")
 
 
 def summarize(changes) -> str:

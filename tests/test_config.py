@@ -24,9 +24,10 @@ OLD_FLAT = {"task": "teach", "model": "attention", "quick": True, "text_file": "
 def test_old_flat_config_json_loads_into_the_sections():
     # A field routed to the wrong section, or dropped, would change one of these.
     cfg = TrainConfig.from_dict(OLD_FLAT)
-    # Fields added since (the multi-process settings, the first-epoch option, LoRA) take their defaults.
+    # Fields added since (the multi-process settings, the first-epoch option, data placement, LoRA) take their defaults.
     assert cfg.to_flat() == dict(OLD_FLAT, coordinator="", num_processes=0, process_id=-1, first_epoch="select",
-                                  lora_rank=0)
+                                 data_placement="device", prefetch=2,
+                                 checkpoint_epochs=0, score_dtype="float32", lora_rank=0)
     assert cfg.data.task == "teach" and cfg.selection.ratio == 0.5 and cfg.run.batch_size == 16
     assert cfg.optim.learning_rate == 0.001 and cfg.model.width == 8
 
@@ -43,7 +44,7 @@ def test_nested_json_round_trips(tmp_path):
     (dict(OLD_FLAT, lr=0.1), "unknown field 'lr'"),
     ({"run": {"epochs": 2}, "optimizer": {}}, "unknown section 'optimizer'"),
     ({"run": {"epochs": 2, "learning_rate": 0.1}}, r"unknown field run.learning_rate"),
-    (dict(OLD_FLAT, batch_size=0), "batch_size: got 0"),
+    (dict(OLD_FLAT, batch_size=-1), "batch_size: got -1"),
     (dict(OLD_FLAT, task="teach", score="discrepancy", model="encoder"), "model: got 'encoder'"),
     ([1, 2], "expected a JSON object"),
 ])

@@ -16,8 +16,8 @@ import jax
 import numpy as np
 import pytest
 
-from attent_experiments import (ablation, bench_training, common, finetune, from_scratch, ntk_convergence, sample_ratio,
-                                stats, timing)
+from attent_experiments import (ablation, bench_data, bench_training, common, finetune, from_scratch,
+                                ntk_convergence, sample_ratio, stats, timing)
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +164,27 @@ def test_bench_training_quick(tmp_path, cache_dir):
     assert rows[(1, "all_data")]["time_over_ideal"] == [1.0]
     for r in rows.values():   # the verdict follows from the measured share (catches it inverted or fixed)
         assert r["share_pass"] is bool(np.mean(r["overhead_share"]) <= payload["config"]["target_share"])
+
+
+def test_bench_data_quick(tmp_path, cache_dir):
+    payload = _quick(bench_data, tmp_path, cache_dir)
+    _pngs(tmp_path, ["bench_data.png"])
+    rate = payload["rate"]
+    assert all(v > 0 for p in ("device", "host") for v in rate["steps_per_s"][p])
+    # The ratio and verdict follow from the measured rates (catches either one hard-coded or inverted).
+    assert rate["ratio"] == pytest.approx(np.median(rate["steps_per_s"]["host"]) /
+                                          np.median(rate["steps_per_s"]["device"]))
+    assert rate["pass"] is bool(rate["ratio"] >= payload["config"]["target_ratio"])
+    memory = payload["memory"]
+    rows = {(r["placement"], r["n"]): r for r in memory["rows"]}
+    small, big = payload["config"]["sizes"]
+    assert set(rows) == {("host", small), ("host", big), ("device", small)}
+    # Host placement: device memory grows only by the per-example arrays (catches the dataset, or a batch
+    # buffer sized by N, landing on the device); device placement holds the dataset on the device.
+    assert memory["growth_beyond_per_example"] <= 64 * 1024, memory
+    assert rows["host", big]["live_bytes"] < rows["host", big]["dataset_bytes"]
+    assert rows["device", small]["live_bytes"] >= rows["device", small]["dataset_bytes"]
+    assert all(r["memory_stats"] is None for r in memory["rows"]) == (jax.devices()[0].platform == "cpu")
 
 
 # --------------------------------------------------------------------------- common, stats, timing

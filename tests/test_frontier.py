@@ -89,3 +89,43 @@ def test_frontier_quick(tmp_path):
         assert v["diff_points"] == pytest.approx(diffs) and v["mean"] == pytest.approx(np.mean(diffs))
         lo, hi = v["ci95"]
         assert v["verdict"] == ("better" if lo > 0 else "worse" if hi < 0 else "not resolved")
+
+
+def _points(acc, budgets=(0.5, 1.0), seeds=(0, 1, 2)):
+    """Points as `frontier.run` builds them: acc[method][budget] is a per-seed accuracy list."""
+    return {m: {b: [{"seed": s, "accuracy_pct": acc[m][b][i], "cost": b} for i, s in enumerate(seeds)]
+                for b in budgets} for m in acc}
+
+
+def test_moonshot_needs_the_interval_not_the_mean():
+    """Catches a moonshot read off the mean alone, or against the compute-matched baseline instead of the
+    all-data run at budget 1.0: a mean within the gap whose interval reaches below it is not reached."""
+    config = dataclasses.replace(frontier.QUICK, seeds=(0, 1, 2))
+    ref = [90.0, 91.0, 92.0]
+    close = {"all_data": {0.5: [80.0, 80.0, 80.0], 1.0: ref}, "attent": {0.5: [90.0, 90.95, 92.05], 1.0: ref}}
+    shot = frontier.moonshot(config, _points(close))
+    (row,) = shot["rows"]
+    assert row["diff_points"] == pytest.approx([0.0, -0.05, 0.05]) and row["reached"] and shot["reached"]
+    noisy = {"all_data": {0.5: [80.0] * 3, 1.0: ref}, "attent": {0.5: [91.0, 89.0, 92.5], 1.0: ref}}
+    shot = frontier.moonshot(config, _points(noisy))
+    assert abs(shot["rows"][0]["mean"]) < config.moonshot_gap and not shot["reached"]
+    assert "not reached" in shot["sentence"] and "closest" in shot["sentence"]
+
+
+def test_report_only_rebuilds_from_the_saved_points(tmp_path):
+    """Catches --report-only recomputing nothing (stale verdicts kept) or dropping a method: verdicts and the
+    moonshot in the rewritten file follow the saved points."""
+    from attent_experiments import common
+    config = dataclasses.replace(frontier.QUICK, seeds=(0, 1, 2), methods=("all_data", "attent"))
+    points = _points({"all_data": {0.5: [80.0, 81.0, 82.0], 1.0: [90.0, 91.0, 92.0]},
+                      "attent": {0.5: [84.0, 85.0, 86.5], 1.0: [90.0, 91.0, 92.0]}})
+    payload = {"config": dataclasses.asdict(config), "environment": common.environment(config.seeds),
+               "verdicts": [], "points": {m: {f"{b:g}": ps for b, ps in bs.items()} for m, bs in points.items()}}
+    (tmp_path / "frontier.json").write_text(json.dumps(payload))
+    assert frontier.main(["--report-only", "--out", str(tmp_path)]) == 0
+    out = json.loads((tmp_path / "frontier.json").read_text())
+    v05 = [v for v in out["verdicts"] if v["budget"] == 0.5 and v["method"] == "attent"][0]
+    assert v05["diff_points"] == pytest.approx([4.0, 4.0, 4.5]) and v05["verdict"] == "better"
+    assert out["moonshot"]["rows"][0]["diff_points"] == pytest.approx([-6.0, -6.0, -5.5])
+    assert "Moonshot" in (tmp_path / "frontier.md").read_text()
+    assert frontier.main(["--report-only", "--out", str(tmp_path / "missing")]) == 2

@@ -1,6 +1,7 @@
 """Two processes on 127.0.0.1 (4 CPU devices each, gloo collectives) train like one process with 8 devices.
 
-- The scratch, finetune and infobatch regimes of the quick `teach` task give
+- The scratch, finetune and infobatch regimes of the quick `teach` task (and
+  scratch with ``data_placement="host"``, each process reading its own rows) give
   the same per-epoch losses and final params (relative error <= 1e-5: gloo
   and the in-process CPU collectives sum in different orders) on 2 processes
   as on 1, and the two processes end with identical params.
@@ -40,7 +41,9 @@ TIME_BOUND_S = 240
 BASE = dict(task="teach", quick=True, batch_size=8, checkpoint_every=3, log_every=1, progress_bar=False)
 REGIMES = {"scratch": dict(BASE, epochs=3, regime="scratch", interval=1),
            "finetune": dict(BASE, epochs=3, regime="finetune", selection="hard", ratio="fixed"),
-           "infobatch": dict(BASE, epochs=2, regime="infobatch")}
+           "infobatch": dict(BASE, epochs=2, regime="infobatch"),
+           # Host placement: each process reads only its 4 devices' rows of every batch and scoring chunk.
+           "scratch_host": dict(BASE, epochs=3, regime="scratch", interval=1, data_placement="host")}
 KILL_AT, KILL_AFTER_CHECKPOINT = 11, 9
 
 # argv: runs (JSON list of {config, workdir, kill_at?, wait_for?, stale_listing?}), then this process's id,

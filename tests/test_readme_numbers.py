@@ -148,3 +148,11 @@ def test_values_are_computed_not_parsed():
         readme_values.evaluate("__import__('os')", {}, results, "t")
     with pytest.raises(ValueError, match="not part of the expression language"):
         readme_values.evaluate("(lambda: 1)()", {}, results, "t")
+
+
+def test_malformed_marker_is_an_error_not_skipped():
+    """Catches a marker the pattern silently skips (``:.1%-->`` without its space): its hand-typed value would
+    stay in the README, unchecked, while --check says every value matches."""
+    text = README.read_text() + "\nbroken <!-- v: summary.x:.1%-->12%<!-- /v --> here\n"
+    with pytest.raises(ValueError, match=r"README line \d+: malformed marker"):
+        readme.render(text, str(ROOT))

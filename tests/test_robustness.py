@@ -17,6 +17,7 @@ import pytest
 from attent_jax.cli import main as cli
 from attent_jax.teaching import selection
 from attent_jax.training import loop as train
+from attent_jax.training import scoring
 from attent_jax.training.checkpoint import Checkpointer
 from attent_jax.training.run_log import NonFiniteLossError, NonFiniteScoreError
 from attent_jax.teaching.teacher import Teacher, TeacherConfig
@@ -102,7 +103,7 @@ def test_a_non_finite_score_from_a_scoring_pass_stops_the_run(tmp_path, monkeypa
         out = real(score, loss_B, batch)
         # Scoring chunks hold 32 examples (training batches 16): examples 3 and 35 score NaN.
         return out.at[3].set(jnp.nan) if out.shape[0] == 32 else out
-    monkeypatch.setattr(train, "example_scores", nan_in_scoring)
+    monkeypatch.setattr(scoring, "example_scores", nan_in_scoring)   # the scoring pass's own (training steps keep theirs)
     config = TrainConfig.from_flat(**SMALL, epochs=3, selection="hard", ratio=0.5, regime="every_epoch", eval_batch_size=32)
     with pytest.raises(NonFiniteScoreError, match="scoring pass gave 2 non-finite .* before epoch 2") as info:
         train.train_and_evaluate(config, str(tmp_path / "run"))

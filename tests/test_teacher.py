@@ -377,6 +377,30 @@ def test_scoring_order_names_all_or_only_the_unselected_examples():
             assert np.asarray(idx_N[:6]).tolist() == [0, 1, 2, 3, 4, 5]
 
 
+@pytest.mark.parametrize("rescore", ["unselected", "unseen"])
+def test_cheaper_rescoring_scores_every_example_never_scored(rescore):
+    """Catches the cheaper modes skipping the paper's pass at initialization: a fresh state holds every
+    example selected and none seen, so "outside the subset" alone would score nothing and the first
+    selection would rank +inf placeholders. After a full update, "unseen" names nothing."""
+    n = 12
+    teacher = Teacher(TeacherConfig.paper_scratch(rescore=rescore), num_examples=n)
+    state = teacher.init(jax.random.key(0))
+    idx_N, count = teacher.scoring_order(state)
+    assert int(count) == n and sorted(np.asarray(idx_N).tolist()) == list(range(n))
+    # Seven examples scored (by a pass or a step), five never: those five come first either way.
+    state = teacher.update(state, jnp.arange(7), jnp.ones(7))
+    idx_N, count = teacher.scoring_order(state)
+    assert int(count) == 5 and np.asarray(idx_N[:5]).tolist() == [7, 8, 9, 10, 11]
+    state = teacher.update(state, jnp.arange(n), jnp.ones(n))
+    idx_N, count = teacher.scoring_order(state)
+    if rescore == "unseen":
+        assert int(count) == 0
+    else:   # everything selected at init, nothing outside the subset yet
+        assert int(count) == 0
+        state, _, _, n_active = teacher.plan_epoch(state, 0, 3)
+        assert int(teacher.scoring_order(state)[1]) == n - n_active
+
+
 def test_unknown_rescore_is_named():
     with pytest.raises(ValueError, match="rescore: got 'some'"):
         TeacherConfig(rescore="some")

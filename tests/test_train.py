@@ -23,6 +23,7 @@ from attent_jax.training import loop as train
 from attent_jax.training.checkpoint import CheckpointWarning
 from attent_jax.training.loop import NonFiniteLossError, Trainer, learning_rate
 from attent_jax.training.config import TrainConfig
+from attent_jax.training.scoring import make_score
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -248,7 +249,7 @@ def test_scoring_pass_rescores_what_the_teacher_names(tmp_path, rescore):
     before = jax.device_get(state["teacher"][-1])
     stage = trainer.stages[-1]
     data = {k: trainer._put(v) for k, v in stage.train.items()}
-    after = jax.device_get(trainer._make_score(len(trainer.stages) - 1)(state, data)["teacher"][-1])
+    after = jax.device_get(make_score(trainer, len(trainer.stages) - 1)(state, data)["teacher"][-1])
     loss_N, _ = train.per_example_fn(stage.kind, trainer._apply)(trainer.final_state["params"], stage.train)
     changed_N = np.ones(64, bool) if rescore == "all" else ~before.selected_N
     assert changed_N.sum() == (64 if rescore == "all" else 32)   # every_epoch at ratio 0.5 selects 32 of 64
@@ -264,3 +265,17 @@ def test_resume_may_change_display_fields_but_not_the_numbers(tmp_path):
     Trainer(TrainConfig.from_flat(**dict(CONFIG, epochs=2, progress_bar=True, log_every=7, checkpoint_every=3)), str(workdir))
     with pytest.raises(ValueError, match="learning_rate: got 0.5, but workdir"):
         Trainer(TrainConfig.from_flat(**dict(CONFIG, epochs=2, learning_rate=0.5)), str(workdir))
+
+
+def test_checkpoint_epochs_saves_every_kth_epoch_end_and_the_last(tmp_path):
+    """Catches checkpoint_epochs ignored (a save at every epoch end), the last epoch left unsaved (a finished
+    run would resume into its last epoch), and a checkpoint_every step that ends an epoch lost (the mid-epoch
+    save skips an epoch's last step because the epoch end stands in for it)."""
+    # every_epoch at ratio 0.5 (CONFIG): epoch ends at steps 8, 12, 16, 20; checkpoint_every 12 is epoch 1's end.
+    config = dict(CONFIG, epochs=4, checkpoint_epochs=3, checkpoint_every=12, keep_checkpoints=10)
+    workdir = str(tmp_path / "run")
+    train.train_and_evaluate(TrainConfig.from_flat(**config), workdir)
+    steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
+    assert steps == [12, 16, 20]   # step 12 (checkpoint_every), epoch 3's end (16), the last epoch's (20)
+    assert TrainConfig.from_flat(task="mnist1d", quick=True).resolve().run.checkpoint_epochs == 10
+    assert TrainConfig.from_flat(task="teach", quick=True).resolve().run.checkpoint_epochs == 1

@@ -122,15 +122,14 @@ def test_each_task_quick_smoke(task, runs):
 
 def test_first_quick_run_learns(runs):
     """Catches quick defaults that do not learn: 400 examples at lr 1e-3 ended at 19% test accuracy
-    (chance: 10%) after 30 epochs; the first run must show learning well above chance.
+    (chance: 10%) after 30 epochs; the first run must show learning well above chance (the issue: >= 60%).
 
-    0.5, not 0.6: with the paper's first epoch as the scratch default (epoch 0 on the 20% selected at
-    initialization) this run measured 56.6% (31,488 examples seen), against 70.4% (33,088) with
-    ``--first-epoch full``; 0.5 still fails the 19% of defaults that do not learn."""
+    At batch 64 (492 steps) this run measured 56.6%; the quick mnist1d batch of 32 (992 steps, the same
+    examples) gave 63.4% for this seed (57.6-71.6% over seeds 0-4)."""
     run = runs["first_run"]
     assert run["code"] == 0, run["stderr"][-2000:]
     result = json.loads(open(os.path.join(run["workdir"], "results.json")).read())
-    assert result["eval_accuracy"] >= 0.5, result
+    assert result["eval_accuracy"] >= 0.6, result
 
 
 def test_nan_loss_exits_nonzero_with_message(runs):
@@ -150,12 +149,16 @@ BAD = [
     (["--task", "teach", "--interval", "0"], "interval: got 0"),
     (["--task", "charlm", "--text-file", "/no/such/file.txt"], "text_file: got '/no/such/file.txt'"),
     (["--task", "charlm"], "text_file: got ''"),
-    (["--task", "teach", "--batch-size", "0"], "batch_size: got 0"),
+    (["--task", "teach", "--batch-size", "-1"], "batch_size: got -1"),
     (["--task", "teach", "--score", "l2"], "score: got 'l2'"),
     (["--task", "mnist1d", "--score", "discrepancy"], "score: got 'discrepancy'"),
     (["--task", "teach", "--epochs", "3"], "epochs: got 3, but workdir"),  # the folder holds epochs=2
     (["--task", "teach", "--rescore", "some"], "rescore: got 'some'"),
     (["--task", "teach", "--final-full-share", "1"], "final_full_share: got 1.0"),
+    (["--task", "teach", "--data-placement", "disk"], "data_placement: got 'disk'"),
+    (["--task", "teach", "--prefetch", "0"], "prefetch: got 0"),
+    (["--task", "teach", "--lora-rank", "-1"], "lora_rank: got -1"),
+    (["--task", "teach", "--lora-rank", "2"], "lora_rank: got 2 for task 'teach'"),  # no decoder: nothing to adapt
 ]
 
 

@@ -50,10 +50,10 @@ class Recorder(Trainer):
         def recorded(state, data, clock_4):
             before = jax.device_get(state)   # before the call: the step donates its input
             clock = dict(zip(train.STEP_CLOCK, np.asarray(jax.device_get(clock_4)).tolist()))
-            state, metrics = step(state, data, clock_4)
+            state, metrics, next_clock_4 = step(state, data, clock_4)
             self.steps.append({"stage": si, "before": before, "clock": clock, "after": jax.device_get(state),
                                "metrics": jax.device_get(metrics)})
-            return state, metrics
+            return state, metrics, next_clock_4
 
         return recorded
 
@@ -168,6 +168,22 @@ def test_class_weight_selection_reaches_a_real_run(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------- 4. the score table
+
+def test_each_step_reads_the_host_clock_advanced_on_device(tmp_path):
+    """Catches the device-carried clock drifting from the host's: not advancing (every step the same
+    batch and learning rate), advancing epoch or steps_in_epoch, or not restarting at an epoch's start
+    (copied once per epoch). Scratch, 3 epochs of different sizes: pos runs 0..S-1 in each epoch,
+    stage_step counts every step, steps_in_epoch is the epoch's own step count."""
+    trainer = _recorded_run(tmp_path, epochs=3, selection="soft", regime="scratch", ratio_start=0.5)
+    clocks = [tuple(int(r["clock"][k]) for k in train.STEP_CLOCK) for r in trainer.steps]
+    expected, step = [], 0
+    for epoch in range(3):
+        steps = sum(int(r["clock"]["epoch"]) == epoch for r in trainer.steps)
+        assert steps >= 2
+        expected += [(pos, step + pos, epoch, steps) for pos in range(steps)]
+        step += steps
+    assert clocks == expected
+
 
 def test_steps_refresh_the_score_table_and_finetune_keeps_epoch_0s_top_losses(tmp_path):
     """Catches: a train step not writing its batch's per-example losses into the teacher's score table

@@ -90,6 +90,7 @@ import numpy as np
 from attent_jax.tasks.datasets import make_teach_data
 from attent_jax.learner.model import LearnerConfig, learner_fn
 from attent_jax.learner.ntk import empirical_ntk_fn
+from attent_jax.learner.settling import linear_path, relative_distance, settled_fraction, window_change
 from .common import random_params
 from .report import Check, Report, loglog_slope, script_main
 
@@ -219,30 +220,8 @@ def _track(cfg: Config, lc: LearnerConfig, phi, x, y, lrs) -> tuple[list, list, 
     return kernels, losses, steps
 
 
-def _rel(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
-
-
-def _window(kernels: list, lag: int) -> np.ndarray:
-    """w_i = ‖K_i − K_{i+lag}‖_F / ‖K_i‖_F for every checkpoint i with a partner `lag` checkpoints later."""
-    return np.array([_rel(kernels[i + lag], kernels[i]) for i in range(len(kernels) - lag)])
-
-
-def settled_index(values: np.ndarray, tolerance: float) -> int:
-    """First index from which values / values[0] stays ≤ tolerance to the end; len(values) if the last is above."""
-    above = np.nonzero(np.asarray(values) > tolerance * values[0])[0]
-    return int(above[-1]) + 1 if above.size else 0
-
-
 def _settled_at(values: np.ndarray, steps: list, every: int, total: int, tolerance: float) -> float:
-    """t_s / T for `settled_index`; never settled → one checkpoint past the measured range."""
-    i = settled_index(values, tolerance)
-    return (steps[i] if i < len(values) else steps[len(values) - 1] + every) / total
-
-
-def _linear_path(k0: np.ndarray, k1: np.ndarray, count: int) -> list:
-    """The control: a kernel moving at constant speed from k0 to k1 over `count` checkpoints (never settles)."""
-    return [k0 + (i / (count - 1)) * (k1 - k0) for i in range(count)]
+    return settled_fraction(values, steps, total, tolerance, every)
 
 
 def _main_run(cfg: Config, x, y, kind: str) -> dict:
@@ -266,9 +245,9 @@ def _main_run(cfg: Config, x, y, kind: str) -> dict:
         phi_2t, _ = _gd(lc, phi, x, y, schedule(kind, lr, 2 * total))
         k_ref = _kernel(lc, phi_2t, x)[:cfg.tracked, :cfg.tracked]
     upto = total // every + 1                           # checkpoints 0..T
-    window = _window(kernels, lag)
-    ref = np.array([_rel(k, k_ref) for k in kernels[:upto]])
-    own_end = np.array([_rel(k, kernels[upto - 1]) for k in kernels[:upto]])  # the old measure: 0 at T
+    window = window_change(kernels, lag)
+    ref = np.array([relative_distance(k, k_ref) for k in kernels[:upto]])
+    own_end = np.array([relative_distance(k, kernels[upto - 1]) for k in kernels[:upto]])  # the old measure: 0 at T
     tol = cfg.settle_tolerance
     heat_idx = sorted({int(round(e / FIG6_EPOCHS[-1] * (upto - 1))) for e in FIG6_EPOCHS})
     early = int(np.argmin(np.abs(np.asarray(steps[:upto]) - total / 16)))  # the paper's 50 of 800 epochs
@@ -282,9 +261,9 @@ def _main_run(cfg: Config, x, y, kind: str) -> dict:
            "heatmaps": {steps[i]: kernels[i] for i in heat_idx}}
     if kind == "constant":
         out["window_at_T"] = float(window[upto - 1])
-        path = _linear_path(kernels[0], k_ref, len(kernels))
-        out["control_window_settled"] = _settled_at(_window(path, lag), steps, every, total, tol)
-        out["control_ref_settled"] = _settled_at(np.array([_rel(k, k_ref) for k in path[:upto]]), steps,
+        path = linear_path(kernels[0], k_ref, len(kernels))
+        out["control_window_settled"] = _settled_at(window_change(path, lag), steps, every, total, tol)
+        out["control_ref_settled"] = _settled_at(np.array([relative_distance(k, k_ref) for k in path[:upto]]), steps,
                                                       every, total, tol)
     return out
 

@@ -52,10 +52,14 @@ score table from that epoch's training losses):
 - ``full``: all data every epoch (the "w/o AtteNT" baseline).
 
 What a scoring pass scores (``rescore``): ``"all"`` (default, Algorithm 1:
-every discrepancy is re-evaluated) or ``"unselected"`` (our cheaper variant):
+every discrepancy is re-evaluated), ``"unselected"`` (our cheaper variant):
 only the examples outside the current subset, since those inside it were just
 scored by their own training steps (the table keeps those losses, from each
-example's latest step). `scoring_order` gives a loop the examples to score, first, and
+example's latest step), or ``"unseen"`` (cheapest): only examples never scored,
+so after the pass at initialization every selection ranks the losses the
+training steps left in the table (an unselected example keeps its score from
+the last time it was scored or trained). Both variants score every example
+never scored, so the pass at initialization still scores all N. `scoring_order` gives a loop the examples to score, first, and
 their count.
 
 Baselines on the same budget: the ``random`` and ``class_weight`` selectors in
@@ -302,13 +306,18 @@ class Teacher:
         first (ascending ids), and an int32 scalar ``count``. Score
         ``indices_N[:count]`` in fixed-size chunks (mask the rest of the last
         chunk) and hand the losses to `update`. With ``rescore="all"`` that is
-        every example; with ``"unselected"`` those outside ``selected_N``.
+        every example; with ``"unselected"`` those outside ``selected_N``; with
+        ``"unseen"`` those never scored. Both cheaper modes always include the
+        examples never scored (at initialization: all of them).
         """
         n = self.num_examples
         if self.config.rescore == "all":
             return jnp.arange(n, dtype=jnp.int32), jnp.asarray(n, jnp.int32)
-        return (jnp.argsort(state.selected_N, stable=True).astype(jnp.int32),
-                jnp.sum(jnp.logical_not(state.selected_N), dtype=jnp.int32))
+        # An example never scored has no loss to reuse, whatever the mode: the paper's pass at
+        # initialization (every example selected, none seen) must still score all N.
+        fresh_N = state.seen_N & state.selected_N if self.config.rescore == "unselected" else state.seen_N
+        return (jnp.argsort(fresh_N, stable=True).astype(jnp.int32),
+                jnp.sum(jnp.logical_not(fresh_N), dtype=jnp.int32))
 
     def update(self, state: TeacherState, idx_B, losses_B, valid_B=None) -> TeacherState:
         """Write per-example losses into the score table: ``scores_N[idx_B] = losses_B`` (jittable).

@@ -12,7 +12,7 @@ from attent_jax.teaching import schedules, selection
 
 REGIMES = ("finetune", "scratch", "every_epoch", "infobatch", "full")
 EPOCH_KINDS = ("full", "select", "reuse", "infobatch")
-RESCORE = ("all", "unselected")
+RESCORE = ("all", "unselected", "unseen")
 FIRST_EPOCHS = ("select", "full")
 
 
@@ -39,7 +39,8 @@ class TeacherConfig:
     infobatch_prune_ratio: float = 0.5   # InfoBatch r: share of below-mean examples pruned per epoch
     infobatch_anneal: float = 0.125      # InfoBatch δ: the last share of epochs trains on all data
     rescore: str = "all"                 # scoring passes score all (Algorithm 1) | unselected (cheaper: the subset's
-                                         # examples keep the losses of their own training steps)
+                                         # examples keep the losses of their own training steps) | unseen (cheapest:
+                                         # only never-scored examples; later selections rank the training losses)
     seed: int = 0                        # PRNG seed used by Teacher.init() when no key is given
 
     def __post_init__(self):

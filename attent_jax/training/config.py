@@ -58,7 +58,10 @@ MODELS = ("attention", "encoder", "decoder")
 FACTORY_PATTERN = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*"
 SELECTIONS = ("none",) + tuple(selection.SELECTORS)
 SCORES = ("loss", "discrepancy")
+# The scoring pass's forward precision (attent_jax.training.scoring); float32 = the paper's full rescoring.
+SCORE_DTYPES = ("float32", "bfloat16")
 LR_SCHEDULE_BY = ("steps", "epochs")
+DATA_PLACEMENTS = ("device", "host")   # training.host_data
 
 # The model each task trains (the only one whose inputs and outputs fit it).
 TASK_MODEL = {"teach": "attention", "mnist1d": "encoder", "charlm": "decoder", "arith": "decoder"}
@@ -67,6 +70,12 @@ TASK_MODEL = {"teach": "attention", "mnist1d": "encoder", "charlm": "decoder", "
 # (19% test accuracy after 30 epochs); 2000 examples (tasks/datasets.py) at 5e-3 reach ~65% in ~440 steps.
 _LEARNING_RATE = 1e-3
 _QUICK_LEARNING_RATE = {"mnist1d": 5e-3}
+# batch_size and checkpoint_epochs when the field is 0, and the tasks whose --quick run differs. The mnist1d
+# quick run is short on steps, not on data: batch 32 doubles its steps at the same examples (~64% over seeds
+# 0-4 against ~55% at 64), and its 30 tiny epochs spent ~0.1 s each on an epoch-end checkpoint (~3 s of a
+# ~17 s run), so it saves every 10th epoch (and the last).
+_RUN_DEFAULTS = {"batch_size": 64, "checkpoint_epochs": 1}
+_QUICK_RUN_DEFAULTS = {"mnist1d": {"batch_size": 32, "checkpoint_epochs": 10}}
 # model -> (width, depth, num_heads) defaults, full and quick; for "attention" width is d' (= d_qk).
 _MODEL_SIZES = {"attention": ((16, 1, 1), (8, 1, 1)),
                 "encoder": ((64, 2, 4), (32, 1, 2)),
@@ -128,7 +137,8 @@ class SelectionConfig:
     full_epochs_per_cycle: int = 0  # scratch: all-data epochs closing each selection cycle
     final_full_share: float = 0.0  # scratch: the last share of epochs on all data (0 = the paper; our variant)
     greedy_full_scoring: bool = True  # every_epoch: re-score all examples before each selection
-    rescore: str = "all"           # a scoring pass scores all examples (paper) | unselected (cheaper variant)
+    rescore: str = "all"           # a scoring pass scores all examples (paper) | unselected | unseen (cheaper variants)
+    score_dtype: str = "float32"   # precision of the scoring passes' forward: float32 (paper) | bfloat16 (cheaper)
     infobatch_prune_ratio: float = 0.5  # infobatch: share of below-mean examples pruned per epoch
     infobatch_anneal: float = 0.125  # infobatch: final share of epochs on all data
 
@@ -139,6 +149,7 @@ class SelectionConfig:
         check_types(self)
         one_of("selection", self.selection, SELECTIONS)
         one_of("score", self.score, SCORES)
+        one_of("score_dtype", self.score_dtype, SCORE_DTYPES)
         one_of("regime", self.regime, ("",) + REGIMES)
         if isinstance(ratio, str):
             one_of("ratio", ratio, schedules.RATIO_SCHEDULES, "or a number in (0, 1]")
@@ -204,13 +215,16 @@ class OptimConfig:
 class RunConfig:
     epochs: int = 30               # training epochs (the fine-tuning stage's, for arith)
     pretrain_epochs: int = 2       # arith: epochs of next-char pre-training on text_file first (0 = none)
-    batch_size: int = 64           # global batch, split over devices; the last partial batch is dropped
+    batch_size: int = 0            # global batch, split over devices; the last partial batch is dropped; 0 = 64 (mnist1d --quick: 32)
     eval_batch_size: int = 256     # chunk of the scoring and evaluation passes (rounded up to the device count)
     fsdp: bool = False             # shard big params and optimizer state over the "data" axis
+    data_placement: str = "device"  # device (whole dataset copied to every device, gathered there) | host (stays on the host; each process reads its devices' rows)
+    prefetch: int = 2              # host placement: batches read and copied ahead by a background thread
     fsdp_min_size: int = 16384     # params with fewer elements stay replicated under fsdp
     seed: int = 0                  # seeds the model init, the teacher and the data order
     log_every: int = 20            # fetch metrics, log and check for NaN every this many steps
-    checkpoint_every: int = 200    # save a checkpoint every this many steps (and at every epoch end)
+    checkpoint_every: int = 200    # save a checkpoint every this many steps (and at epoch ends: checkpoint_epochs)
+    checkpoint_epochs: int = 0     # also save at the end of every this-many-th epoch and of each stage's last; 0 = 1 (mnist1d --quick: 10)
     keep_checkpoints: int = 3      # checkpoints kept on disk
     progress_bar: bool = True      # show a tqdm progress bar
     coordinator: str = ""          # multi-process: HOST:PORT of process 0's coordinator ("" = one process, or SLURM/MPI/TPU detection)
@@ -221,10 +235,13 @@ class RunConfig:
         check_types(self)
         from attent_jax.training.mesh import check_coordinator  # mesh imports JAX; config stays light until here
         check_coordinator(self.coordinator, self.num_processes, self.process_id)
-        for name in ("epochs", "batch_size", "eval_batch_size", "log_every", "checkpoint_every", "keep_checkpoints",
+        for name in ("epochs", "eval_batch_size", "log_every", "checkpoint_every", "keep_checkpoints",
                      "fsdp_min_size"):
             at_least(name, getattr(self, name), 1)
-        at_least("pretrain_epochs", self.pretrain_epochs, 0)
+        for name in ("pretrain_epochs", "batch_size", "checkpoint_epochs"):
+            at_least(name, getattr(self, name), 0)
+        one_of("data_placement", self.data_placement, DATA_PLACEMENTS)
+        at_least("prefetch", self.prefetch, 1)
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "selection": SelectionConfig, "optim": OptimConfig,
@@ -233,8 +250,8 @@ SECTIONS = {"data": DataConfig, "model": ModelConfig, "selection": SelectionConf
 FIELD_SECTION = {f.name: section for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
 assert len(FIELD_SECTION) == sum(len(dataclasses.fields(c)) for c in SECTIONS.values()), "a field name repeats"
 # Fields that change only what a run shows, how often it saves, or how its processes meet, never its numbers.
-RESUME_MAY_CHANGE = ("progress_bar", "log_every", "checkpoint_every", "keep_checkpoints",
-                     "coordinator", "num_processes", "process_id")
+RESUME_MAY_CHANGE = ("progress_bar", "log_every", "checkpoint_every", "checkpoint_epochs", "keep_checkpoints",
+                     "coordinator", "num_processes", "process_id", "prefetch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,6 +273,9 @@ class TrainConfig:
                              "(classification and LM tasks score by loss)")
         if m.model in MODELS and m.model != TASK_MODEL[d.task]:
             raise ValueError(f"model: got {m.model!r}, expected {TASK_MODEL[d.task]!r} for task {d.task!r}")
+        if m.lora_rank and (m.model or TASK_MODEL[d.task]) in MODELS and (m.model or TASK_MODEL[d.task]) != "decoder":
+            raise ValueError(f"lora_rank: got {m.lora_rank} for task {d.task!r} (model {TASK_MODEL[d.task]!r}), "
+                             "expected 0 or a decoder task (arith, charlm)")
         if d.task == "arith" and self.run.pretrain_epochs and not d.text_file:
             raise ValueError(f"text_file: got '', expected a text file for arith's {self.run.pretrain_epochs} "
                              f"pre-training epochs (or pretrain_epochs=0)")
@@ -337,8 +357,10 @@ class TrainConfig:
         # An absolute text path: a run resumed from another working directory finds the same file.
         text_file = os.path.abspath(d.text_file) if d.text_file else ""
         lr = _QUICK_LEARNING_RATE.get(d.task, _LEARNING_RATE) if d.quick else _LEARNING_RATE
+        run_defaults = {**_RUN_DEFAULTS, **(_QUICK_RUN_DEFAULTS.get(d.task, {}) if d.quick else {})}
+        run = dataclasses.replace(self.run, **{k: getattr(self.run, k) or v for k, v in run_defaults.items()})
         return dataclasses.replace(
-            self, data=dataclasses.replace(d, text_file=text_file),
+            self, data=dataclasses.replace(d, text_file=text_file), run=run,
             optim=dataclasses.replace(self.optim, learning_rate=self.optim.learning_rate or lr),
             model=dataclasses.replace(m, model=model, width=m.width or width, depth=m.depth or depth,
                                       num_heads=m.num_heads or heads),

@@ -7,33 +7,35 @@ writes the per-example losses of its own forward pass back into that table (so
 scores come for free), and a full scoring pass runs only when the teacher's
 schedule asks for one (``teacher.needs_full_scoring``).
 
-Sections: tasks and stages · state · the trainer (jitted functions, the loop).
-The mesh and the state's shardings are in `attent_jax.training.mesh`, the host-side
-bookkeeping and logs in `attent_jax.training.run_log`.
+The mesh and the state's shardings are in `attent_jax.training.mesh`, the scoring pass in
+`training.scoring`, evaluation in `training.evaluation`, host-side data in `training.host_data`,
+the host-side clock, bookkeeping and logs in `training.run_log`.
 
 Parallelism: one `Mesh` with a single "data" axis over all devices (of all
 hosts). The batch, the scoring pass and the evaluation are split over "data";
 params and optimizer state are replicated, or with ``fsdp`` their big arrays
 are split along their largest axis that the device count divides. Every jitted
 function has explicit in/out shardings, the train step donates the state, and
-the per-step loop runs under ``jax.transfer_guard("disallow")``: batches are
-gathered on device from the device-resident dataset with the epoch's index
-array, and metrics leave the device only by an explicit ``jax.device_get``
-every ``log_every`` steps. (The teacher's once-per-epoch planning may also
-copy its small per-epoch scalars between devices.)
+the loop runs under ``jax.transfer_guard("disallow")``: with
+``data_placement="device"`` batches are gathered on device from the
+device-resident dataset with the epoch's index array; with ``"host"`` a
+prefetch thread reads each process's rows of the next batches in the epoch's
+order (fetched once per epoch) and copies them explicitly. Metrics leave the
+device only by an explicit ``jax.device_get`` every ``log_every`` steps.
 
 Static shapes: the batch size is fixed, so an epoch of ``n_active`` selected
 examples runs ⌊n_active / batch_size⌋ steps and its last partial batch is
 dropped (the dropped examples differ between epochs: the order is reshuffled).
 
-Resumption: the whole state — params, optimizer state, teacher state (score
-table, selection, schedule position), the epoch's data order and RNG key — is one
-pytree saved by `attent_jax.training.checkpoint`, with the step/epoch/position
-clock in the checkpoint's meta. The clock lives on the host only (`run_log.Session`);
-each train step receives the entries it reads as one small int32 array
-every ``checkpoint_every`` steps and at each epoch end. A run started again in
-the same folder resumes from its newest intact checkpoint, and on the same
-device count ends with bitwise the same parameters as an uninterrupted run.
+Resumption: the whole state (params, optimizer state, teacher state, the
+epoch's data order and RNG key) is one pytree saved by
+`attent_jax.training.checkpoint`, with the host's step/epoch/position clock in
+the checkpoint's meta (`run_log.Session`), every ``checkpoint_every`` steps and
+at epoch ends (``checkpoint_epochs``). The train steps read the clock's entries
+as one int32 array, copied to the devices once per epoch and advanced by each
+step on device. A run started again in the same folder resumes from its newest
+intact checkpoint, and on the same device count ends with bitwise the same
+parameters as an uninterrupted run.
 
 Example:
     >>> from attent_jax.training.loop import train_and_evaluate
@@ -46,6 +48,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -55,28 +58,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx, traverse_util
+from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from attent_jax.models.decoder import greedy_decode
-from attent_jax.models.lora import lora_builder, lora_paths
-from attent_jax.tasks import generators as tasks_lib
-from attent_jax.training.checkpoint import (Checkpointer, CheckpointMismatchError, CheckpointRestoreError,
-                                            abstract_like)
+from attent_jax.models.lora import lora_builder
+from attent_jax.training.checkpoint import Checkpointer
 from attent_jax.training.config import TrainConfig
-from attent_jax.training.mesh import check_batch_divisible, initialize_distributed, make_mesh, state_shardings
-from attent_jax.training.optim import learning_rate, make_optimizer, stage_partitions
+from attent_jax.training.evaluation import evaluate_stage, make_eval
+from attent_jax.training.host_data import epoch_batches
+from attent_jax.training.mesh import check_batch_divisible, initialize_distributed, make_mesh
+from attent_jax.training.optim import learning_rate, make_optimizer
 from attent_jax.training.run_log import NonFiniteLossError  # noqa: F401  (raised by train_and_evaluate; import it from here)
 from attent_jax.training.run_log import MetricsLog, Session, warn_once, write_atomic
-from attent_jax.training.stages import (Stage, build_stages, check_per_example, example_scores, load_dataset,
-                                       model_builder, per_example_fn, stage_per_example)  # noqa: F401 (per_example_fn: importable from here, as before)
+from attent_jax.training.scoring import make_score
+from attent_jax.training.stage_state import StageLayouts
+from attent_jax.training.stages import (Stage, build_stages, check_params_only, check_per_example, example_scores,
+                                       load_dataset, model_builder, per_example_fn, stage_per_example)  # noqa: F401 (per_example_fn: importable from here, as before)
 from attent_jax.training.workdir import (CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, RESULTS_FILE,  # noqa: F401
                                         check_run_folder, check_workdir)
 
 # The clock entries a train step reads (it gets them from the host's clock as one int32 array).
 STEP_CLOCK = ("pos", "stage_step", "epoch", "steps_in_epoch")
-
 
 
 def _non_finite_scores(teacher_state):
@@ -111,6 +114,8 @@ class Trainer:
         check_batch_divisible(run.batch_size, n_dev)
         # Scoring/eval chunks: a multiple of the device count, so each device scores an equal share.
         self.eval_chunk = -(-run.eval_batch_size // n_dev) * n_dev
+        # Host placement: datasets stay on the host and batches arrive as step arguments (training.host_data).
+        self.host_data = run.data_placement == "host"
         check_run_folder(self.workdir, config)
         if (stages is None) != (build is None):
             raise ValueError("stages and build: got only one, expected both (a user's run) or neither (the task's)")
@@ -121,46 +126,18 @@ class Trainer:
         else:
             self.dataset, self.stages = None, list(stages)
         self.planned = [s.planned_steps(run.batch_size) for s in self.stages]
-        if config.model.lora_rank:
-            build = lora_builder(build, config.model.lora_rank)
+        build = lora_builder(build, config.model.lora_rank) if config.model.lora_rank else build
         abstract = nnx.eval_shape(lambda: build(nnx.Rngs(0)))
         self.graphdef = nnx.split(abstract)[0]
-        # The state pytree carries the module's Params only: anything else would silently reset every step.
-        other = [jax.tree_util.keystr(path) for path, _ in
-                 jax.tree_util.tree_leaves_with_path(nnx.to_pure_dict(nnx.state(abstract, nnx.Not(nnx.Param))))]
-        if other:
-            raise ValueError(f"model: holds non-Param state {other[0]} ({type(abstract).__name__}), expected a "
-                             "module whose state is nnx.Param only (no batch statistics, no stored RNG keys)")
+        check_params_only(abstract)
         abstract_params = nnx.to_pure_dict(nnx.state(abstract, nnx.Param))
         for stage in self.stages:
             check_per_example(stage, self._apply, abstract_params, run.batch_size)
         self.tx = make_optimizer(config.optim)
-        # What each stage trains (LoRA: the fine-tuning stage's adapters only); the optimizer state holds that part.
-        self.partitions = stage_partitions(traverse_util.flatten_dict(abstract_params), lora_paths(abstract),
-                                           len(self.stages))
-
-        def init(key, si=0):
-            k_model, k_teacher, k_rng = jax.random.split(key, 3)
-            params = nnx.to_pure_dict(nnx.state(build(nnx.Rngs(params=k_model)), nnx.Param))
-            return {
-                "params": params,
-                "opt": self.tx.init(self.partitions[si].split(params)[0]),
-                "teacher": [s.teacher.init(jax.random.fold_in(k_teacher, i)) for i, s in enumerate(self.stages)],
-                "order": [jnp.zeros((s.num_train,), jnp.int32) for s in self.stages],
-                "rng": k_rng,
-            }
-
-        self._init = init
-        # The state's layout per stage: its optimizer state covers that stage's trainable part only.
-        self.abstract_states, self.stage_shardings = [], []
-        for si, part in enumerate(self.partitions):
-            if si and part == self.partitions[si - 1]:
-                self.abstract_states.append(self.abstract_states[-1])
-                self.stage_shardings.append(self.stage_shardings[-1])
-                continue
-            self.abstract_states.append(jax.eval_shape(lambda k, si=si: init(k, si), jax.random.PRNGKey(run.seed)))
-            self.stage_shardings.append(state_shardings(self.abstract_states[-1], self.mesh, fsdp=run.fsdp,
-                                                        fsdp_min_size=run.fsdp_min_size))
+        # Per-stage state layout (training.stage_state): LoRA's fine-tuning stage trains the adapters only.
+        self.layouts = StageLayouts(build, abstract, self.stages, self.tx, run.seed, self.mesh, fsdp=run.fsdp,
+                                    fsdp_min_size=run.fsdp_min_size)
+        self.abstract_states, self.stage_shardings = self.layouts.abstract_states, self.layouts.shardings
         self.abstract_state, self.shardings = self.abstract_states[0], self.stage_shardings[0]
         self.replicated = NamedSharding(self.mesh, P())
         # Batch-like arrays: P("data") = split axis 0 (examples) over devices, other axes whole.
@@ -185,13 +162,9 @@ class Trainer:
         B = config.run.batch_size
         per_example = stage_per_example(stage, self._apply)
         planned, epochs = sum(self.planned[si]), stage.epochs
-        part = self.partitions[si]
+        part = self.layouts.partitions[si]
 
-        def step(state, data, clock_4):
-            # The host's clock (the only one): where in the epoch and the schedule this step is.
-            clock = dict(zip(STEP_CLOCK, clock_4))
-            idx_B = jax.lax.dynamic_slice(state["order"][si], (clock["pos"] * B,), (B,))
-            batch = self._gather(data, idx_B)
+        def train(state, batch, idx_B, clock):
             teacher_state = state["teacher"][si]
             w_B = teacher_state.weights_N[idx_B]
 
@@ -215,73 +188,30 @@ class Trainer:
                        "finite": jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(params))}
             return dict(state, params=params, opt=opt, teacher=teachers), metrics
 
-        data_sh = self._data_shardings(stage.train)
+        def next_clock(clock_4):
+            # Advanced on device as the host's `Session.step_done` advances its own (pos and stage_step;
+            # epoch and steps_in_epoch hold within an epoch): no per-step host->device copy.
+            return clock_4 + jnp.array([1, 1, 0, 0], clock_4.dtype)
+
         # P(): metrics are scalars with a copy on every device, so any process can fetch them.
         metric_sh = {k: self.replicated for k in ("loss", "accuracy", "lr", "finite")}
         sh = self.stage_shardings[si]
-        return jax.jit(step, in_shardings=(sh, data_sh, self.replicated), out_shardings=(sh, metric_sh),
-                       donate_argnums=0)
+        if self.host_data:
+            # The batch and its example ids arrive assembled from every process's rows, split over "data".
+            def host_step(state, batch, clock_4):
+                batch = dict(batch)
+                return *train(state, batch, batch.pop("idx"), dict(zip(STEP_CLOCK, clock_4))), next_clock(clock_4)
+            return jax.jit(host_step, in_shardings=(sh, self.batch_sharding, self.replicated),
+                           out_shardings=(sh, metric_sh, self.replicated), donate_argnums=(0, 2))
 
-    def _chunked(self, n: int):
-        """Example ids (C, chunk) covering 0..n-1 (wrapping around to fill the last chunk) and their validity."""
-        c = -(-n // self.eval_chunk)
-        flat = jnp.arange(c * self.eval_chunk, dtype=jnp.int32)
-        return (flat % n).reshape(c, self.eval_chunk), (flat < n).reshape(c, self.eval_chunk)
+        def step(state, data, clock_4):
+            # The host's clock (the only one): where in the epoch and the schedule this step is.
+            clock = dict(zip(STEP_CLOCK, clock_4))
+            idx_B = jax.lax.dynamic_slice(state["order"][si], (clock["pos"] * B,), (B,))
+            return *train(state, self._gather(data, idx_B), idx_B, clock), next_clock(clock_4)
 
-    def _make_score(self, si: int):
-        """A full scoring pass: every training example's score, no gradients, written into the score table."""
-        stage, config = self.stages[si], self.config
-        per_example = stage_per_example(stage, self._apply)
-        n = stage.num_train
-
-        chunk = self.eval_chunk
-        n_pad = -(-n // chunk) * chunk
-
-        def score(state, data):
-            # The teacher names the examples to score (all, or only the unselected ones): their count is
-            # traced, so a loop over fixed-size chunks with a traced trip count never recompiles.
-            order_N, count = stage.teacher.scoring_order(state["teacher"][si])
-            order_P = order_N[jnp.arange(n_pad, dtype=jnp.int32) % n]   # padded by wrapping around
-
-            def body(c, teacher_state):
-                pos = c * chunk + jnp.arange(chunk, dtype=jnp.int32)
-                idx = jax.lax.dynamic_slice(order_P, (c * chunk,), (chunk,))
-                batch = self._gather(data, idx)
-                scores = example_scores(config.selection.score, per_example(state["params"], batch)[0], batch)
-                return stage.teacher.update(teacher_state, idx, scores, valid_B=pos < count)
-
-            teachers = list(state["teacher"])
-            teachers[si] = jax.lax.fori_loop(0, (count + chunk - 1) // chunk, body, teachers[si])
-            return dict(state, teacher=teachers)
-
-        return jax.jit(score, in_shardings=(self.stage_shardings[si], self._data_shardings(stage.train)),
-                       out_shardings=self.stage_shardings[si], donate_argnums=0)
-
-    def _make_eval(self, si: int):
-        stage = self.stages[si]
-        per_example = stage_per_example(stage, self._apply)
-        n = len(stage.test["x"])
-
-        def evaluate(params, data):
-            ids, valid = self._chunked(n)
-
-            def chunk(args):
-                idx, ok = args
-                loss_B, acc_B = per_example(params, self._gather(data, idx))
-                ok = ok.astype(loss_B.dtype)
-                return jnp.sum(loss_B * ok), jnp.sum(acc_B * ok)
-
-            loss, acc = jax.lax.map(chunk, (ids, valid))
-            return {"loss": jnp.sum(loss) / n, "accuracy": jnp.sum(acc) / n}
-
-        return jax.jit(evaluate, in_shardings=(self.shardings["params"], self._data_shardings(stage.test)),
-                       out_shardings={"loss": self.replicated, "accuracy": self.replicated})
-
-    def _exact_match(self, params, decode: dict, prompts, prompt_lens) -> float:
-        tokens = greedy_decode(nnx.merge(self.graphdef, params), prompts, prompt_lens)
-        hits = tasks_lib.answers_match(jax.device_get(tokens), decode["prompt_lens"], decode["answers"],
-                                       decode["vocab"])
-        return float(np.mean(hits))
+        return jax.jit(step, in_shardings=(sh, self._data_shardings(stage.train), self.replicated),
+                       out_shardings=(sh, metric_sh, self.replicated), donate_argnums=(0, 2))
 
     # ------------------------------------------------------------------ state helpers
 
@@ -296,25 +226,12 @@ class Trainer:
 
     def init_state(self):
         """A fresh state, created directly in its shardings."""
-        init = jax.jit(self._init, out_shardings=self.shardings)
+        init = jax.jit(self.layouts.init, out_shardings=self.shardings)
         return init(jax.random.PRNGKey(self.config.run.seed))
 
     def restore(self, checkpointer: Checkpointer):
-        """(state, meta) of the newest intact checkpoint, restored onto this mesh, or None.
-
-        Stages whose optimizer states differ (LoRA: the pre-training stage's covers the base, the
-        fine-tuning stage's the adapters) save different layouts: the latest stage's is tried first, then
-        the earlier ones; a wrong layout fails before anything is read or moved (Orbax compares the
-        tree structures), and the last layout's failure is the one raised.
-        """
-        layouts = [si for si in range(len(self.stages))
-                   if si == 0 or self.abstract_states[si] is not self.abstract_states[si - 1]][::-1]
-        for k, si in enumerate(layouts):
-            try:
-                return checkpointer.restore_latest(abstract_like(self.abstract_states[si], self.stage_shardings[si]))
-            except (CheckpointMismatchError, CheckpointRestoreError):
-                if k + 1 == len(layouts):
-                    raise
+        """(state, meta) of the newest intact checkpoint (in any stage's layout), restored onto this mesh, or None."""
+        return self.layouts.restore(checkpointer)
 
     # ------------------------------------------------------------------ the loop
 
@@ -343,10 +260,12 @@ class Trainer:
         restored = self.restore(ckpt)
         state, meta = (self.init_state(), {}) if restored is None else restored
         run = Session(self.config.run, self.config.optim.learning_rate, [s.epochs for s in self.stages],
-                      sum(sum(p) for p in self.planned), ckpt, log,
-                      meta, resumed=restored is not None)
-        train_data = [{k: self._put(v) for k, v in s.train.items()} for s in self.stages]
-        test_data = [{k: self._put(v) for k, v in s.test.items()} for s in self.stages]
+                      sum(sum(p) for p in self.planned), ckpt, log, meta, resumed=restored is not None)
+        if self.host_data:  # the sources themselves: batches are read from them, on the host
+            train_data, test_data = [s.train for s in self.stages], [s.test for s in self.stages]
+        else:
+            train_data = [{k: self._put(v) for k, v in s.train.items()} for s in self.stages]
+            test_data = [{k: self._put(v) for k, v in s.test.items()} for s in self.stages]
         decode_data = [s.decode and (self._put(s.decode["prompts"]), self._put(s.decode["prompt_lens"]))
                        for s in self.stages]
         last_eval: dict = {}
@@ -354,20 +273,22 @@ class Trainer:
         with jax.transfer_guard("disallow"):
             for si in range(run.clock["stage"], len(self.stages)):
                 stage = self.stages[si]
-                train_step, score, evaluate = self._make_train_step(si), self._make_score(si), self._make_eval(si)
+                train_step, score, evaluate = self._make_train_step(si), make_score(self, si), make_eval(self, si)
                 for epoch in range(run.clock["epoch"], stage.epochs):
                     run.bar.set_description(f"{stage.name} epoch {epoch + 1}/{stage.epochs}")
                     if not run.clock["planned"]:
                         state = self._plan_epoch(state, run, si, epoch, score, train_data[si])
                     state = self._train_epoch(state, run, si, train_step, train_data[si], on_step)
-                    last_eval = self._evaluate(state, si, evaluate, test_data[si], decode_data[si])
+                    last_eval = evaluate_stage(self, state, si, evaluate, test_data[si], decode_data[si])
                     run.log_eval(stage, epoch, last_eval)
-                    state = self._advance(state, run, si, epoch)
-                    run.save(state)
+                    save = self._epoch_end_save(run, si, epoch)
+                    state = self.layouts.advance(state, run.clock, self.tx, si, epoch, stage.epochs)
+                    if save:
+                        run.save(state)
         run.bar.close()
         if not last_eval:  # the folder held a finished run: report its final evaluation again
             si = len(self.stages) - 1
-            last_eval = self._evaluate(state, si, self._make_eval(si), test_data[si], decode_data[si])
+            last_eval = evaluate_stage(self, state, si, make_eval(self, si), test_data[si], decode_data[si])
         ckpt.wait()
         result = {"step": run.clock["step"], "epochs": sum(s.epochs for s in self.stages),
                   "examples_seen": run.examples_seen, "wall_time": run.wall(),
@@ -381,43 +302,45 @@ class Trainer:
     def _train_epoch(self, state, run: "Session", si: int, train_step, data, on_step):
         """The epoch's remaining steps: metrics fetched every log_every steps, checkpoints every checkpoint_every."""
         config, stage, clock = self.config.run, self.stages[si], run.clock
+        # Host placement: a thread reads the epoch's batches in its order (fetched once, an explicit copy).
+        prefetcher = epoch_batches(data, state["order"][si], self.config.run.batch_size, self.batch_sharding,
+                                   clock["pos"], clock["steps_in_epoch"], config.prefetch) if self.host_data else None
+        inputs = iter(prefetcher) if prefetcher is not None else itertools.repeat(data)
         run.start_window()
         first = True
-        for pos in range(clock["pos"], clock["steps_in_epoch"]):
-            clock_4 = self._put(np.array([clock[k] for k in STEP_CLOCK], np.int32))
-            state, metrics = train_step(state, data, clock_4)
-            run.step_done(metrics, compiled=not first)
-            if first:
-                # The first step of a session compiles; the throughput counts the steps after it.
-                jax.block_until_ready(metrics)
-                run.start_timer()
-                first = False
-            last_of_epoch = pos + 1 == clock["steps_in_epoch"]
-            if clock["step"] % config.log_every == 0 or last_of_epoch:
-                run.flush(stage)
-            if clock["step"] % config.checkpoint_every == 0 and not last_of_epoch:
-                run.flush(stage)
-                run.save(state)
-            if on_step is not None:
-                on_step(clock["step"])
+        # One host->device copy of the clock per epoch (or resumed session); each step returns the next one.
+        # (A copy per step cost about as much host time as a small model's whole step.)
+        clock_4 = self._put(np.array([clock[k] for k in STEP_CLOCK], np.int32))
+        try:
+            for pos, step_input in zip(range(clock["pos"], clock["steps_in_epoch"]), inputs):
+                state, metrics, clock_4 = train_step(state, step_input, clock_4)
+                run.step_done(metrics, compiled=not first)
+                if first:
+                    # The first step of a session compiles; the throughput counts the steps after it.
+                    jax.block_until_ready(metrics)
+                    run.start_timer()
+                    first = False
+                last_of_epoch = pos + 1 == clock["steps_in_epoch"]
+                if clock["step"] % config.log_every == 0 or last_of_epoch:
+                    run.flush(stage)
+                if clock["step"] % config.checkpoint_every == 0 and not last_of_epoch:
+                    run.flush(stage)
+                    run.save(state)
+                if on_step is not None:
+                    on_step(clock["step"])
+        finally:
+            if prefetcher is not None:
+                prefetcher.close()
         run.flush(stage)
         run.stop_timer()
         return state
 
-    def _advance(self, state, run: "Session", si: int, epoch: int):
-        """Move the clock to the start of the next epoch (or stage), so that a resumed run begins by planning it."""
-        clock = run.clock
-        if epoch + 1 == self.stages[si].epochs and si + 1 < len(self.stages):
-            # Fine-tuning starts a fresh optimizer (new data, new schedule), over what that stage trains.
-            part = self.partitions[si + 1]
-            reinit = jax.jit(lambda params: self.tx.init(part.split(params)[0]), in_shardings=(self.shardings["params"],),
-                             out_shardings=self.stage_shardings[si + 1]["opt"])
-            state = dict(state, opt=reinit(state["params"]))
-            clock.update(stage=si + 1, epoch=0, stage_step=0)
-        else:
-            clock.update(epoch=epoch + 1)
-        clock.update(pos=0, planned=0, steps_in_epoch=0)
-        return state
+    def _epoch_end_save(self, run: "Session", si: int, epoch: int) -> bool:
+        """Whether this epoch's end saves: every checkpoint_epochs-th, each stage's last, or checkpoint_every steps unsaved."""
+        config = self.config.run
+        # The mid-epoch save skips an epoch's last step (the epoch end saves it instead): never lose that one.
+        missed = run.clock["step"] - (run.last_saved or 0) >= config.checkpoint_every
+        return (epoch + 1) % config.checkpoint_epochs == 0 or epoch + 1 == self.stages[si].epochs or missed
 
     def _plan_epoch(self, state, run: "Session", si: int, epoch: int, score, data):
         """Score all examples (if the schedule asks), let the teacher plan the epoch, and set the clock."""
@@ -446,16 +369,6 @@ class Trainer:
                        f"batch_size={B}; the epoch trains no step (partial batches are dropped)")
         run.clock.update(planned=1, pos=0, steps_in_epoch=steps)
         return state
-
-    def _evaluate(self, state, si: int, evaluate, test, decode_dev) -> dict:
-        stage = self.stages[si]
-        out = {k: float(v) for k, v in jax.device_get(evaluate(state["params"], test)).items()}
-        result = {"eval_loss": out["loss"]}
-        if stage.has_accuracy:
-            result["eval_accuracy"] = out["accuracy"]
-        if stage.decode is not None:
-            result["exact_match"] = self._exact_match(state["params"], stage.decode, *decode_dev)
-        return result
 
 
 def train_and_evaluate(config: TrainConfig, workdir: str, *, on_step: Callable[[int], Any] | None = None) -> dict:

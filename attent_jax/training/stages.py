@@ -27,6 +27,7 @@ from attent_jax.models.encoder import EncoderConfig, classification_correct, cla
 from attent_jax.tasks import datasets as data_lib
 from attent_jax.teaching.teacher import Teacher, TeacherConfig
 from attent_jax.training.config import FACTORY_PATTERN, MODELS, DataConfig, ModelConfig, TrainConfig
+from attent_jax.training.host_data import RecordSource, first_record, num_examples, source_spec
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -34,8 +35,8 @@ class Stage:
     """One phase of training on one dataset with one teacher (arith: pre-training, then fine-tuning)."""
     name: str                       # "train", "pretrain" or "finetune"
     kind: str                       # "regression", "classification", "lm" or "custom" (a user's loss)
-    train: dict                     # numpy arrays, axis 0 = examples: x, y (and m, the lm loss mask)
-    test: dict                      # held-out arrays, same keys
+    train: dict                     # arrays, axis 0 = examples: x, y (and m, the lm loss mask); memory-mapped or a host_data.RecordSource too
+    test: dict                      # held-out arrays (or source), same keys
     epochs: int                     # epochs of this stage
     teacher: Teacher                # plans each epoch (the pre-training stage: all data, reshuffled)
     decode: dict | None = None      # arith: prompts, prompt_lens, answers, vocab for exact match
@@ -44,7 +45,7 @@ class Stage:
 
     @property
     def num_train(self) -> int:
-        return len(self.train["x"])
+        return num_examples(self.train)
 
     @property
     def has_accuracy(self) -> bool:
@@ -208,6 +209,15 @@ def stage_per_example(stage: Stage, apply: Callable) -> Callable:
     return f
 
 
+def check_params_only(abstract: nnx.Module) -> None:
+    """The model's state is nnx.Param only: the training state carries Params, so anything else would reset."""
+    other = [jax.tree_util.keystr(path) for path, _ in
+             jax.tree_util.tree_leaves_with_path(nnx.to_pure_dict(nnx.state(abstract, nnx.Not(nnx.Param))))]
+    if other:
+        raise ValueError(f"model: holds non-Param state {other[0]} ({type(abstract).__name__}), expected a "
+                         "module whose state is nnx.Param only (no batch statistics, no stored RNG keys)")
+
+
 def check_per_example(stage: Stage, apply: Callable, params, batch_size: int) -> None:
     """Before training: the stage's losses (and metric) on a batch are one value per example, shape (B,).
 
@@ -215,7 +225,7 @@ def check_per_example(stage: Stage, apply: Callable, params, batch_size: int) ->
     weight every example alike and leave the teacher nothing to rank, so it is
     refused here (traced with `jax.eval_shape`: nothing runs).
     """
-    batch = {k: jax.ShapeDtypeStruct((batch_size,) + v.shape[1:], v.dtype) for k, v in stage.train.items()}
+    batch = {k: jax.ShapeDtypeStruct((batch_size,) + v.shape[1:], v.dtype) for k, v in source_spec(stage.train).items()}
     loss_B, acc_B = jax.eval_shape(stage_per_example(stage, apply), params, batch)
     what = "per_example_loss" if stage.loss is not None else f"the {stage.kind} loss of stage {stage.name!r}"
     if loss_B.shape != (batch_size,):
@@ -241,13 +251,7 @@ def source_arrays(name: str, source, like: dict | None = None) -> dict:
         if any(n is None for n in lengths.values()) or len(set(lengths.values())) > 1:
             raise ValueError(f"{name}: got arrays of lengths {lengths}, expected arrays of one length along axis 0")
     elif hasattr(source, "__len__") and hasattr(source, "__getitem__"):
-        n = len(source)
-        if n == 0:
-            raise ValueError(f"{name}: got an empty source, expected at least one example")
-        first = source[0]
-        if not isinstance(first, dict):
-            raise ValueError(f"{name}[0]: got {type(first).__name__}, expected a dict of arrays")
-        first = {k: np.asarray(v) for k, v in first.items()}
+        n, first = first_record(source, name)
         columns = {k: [v] for k, v in first.items()}
         for i in range(1, n):
             try:
@@ -280,17 +284,35 @@ def source_arrays(name: str, source, like: dict | None = None) -> dict:
     return arrays
 
 
+def host_source(name: str, source, like=None):
+    """A user's source for host placement: a dict of arrays as `source_arrays` checks it (memory maps stay
+    maps), anything else as a `RecordSource` (never materialised; record 0 gives keys and shapes)."""
+    if isinstance(source, dict):
+        return source_arrays(name, source, like=None if like is None else source_spec(like))
+    records = RecordSource(source, name)
+    spec, like_spec = records.spec, None if like is None else source_spec(like)
+    if "x" not in spec:
+        raise ValueError(f"{name}: got keys {sorted(spec)}, expected an 'x' (the model's input)")
+    if like_spec is not None and ({k: v.shape[1:] for k, v in spec.items()} !=
+                                  {k: v.shape[1:] for k, v in like_spec.items()}):
+        raise ValueError(f"{name}: got examples {({k: v.shape[1:] for k, v in spec.items()})}, expected "
+                         f"{({k: v.shape[1:] for k, v in like_spec.items()})} as the training source")
+    return records
+
+
 def user_stage(config: TrainConfig, loss: Callable, train: dict, test: dict, metric: Callable | None = None) -> Stage:
     """The one stage of a user's run (`attent_jax.fit`): its arrays, loss and the config's teacher."""
     run = config.run
-    n = len(train["x"])
+    n = num_examples(train)
     if run.batch_size > n:
         raise ValueError(f"batch_size: got {run.batch_size}, expected at most the {n} examples of train_source")
     labels = None
     if config.selection.selection == "class_weight":
-        if "y" not in train:
+        if "y" not in source_spec(train):
             raise ValueError("train_source: has no 'y', expected (N,) int class ids in 'y' for the class_weight "
                              "selector")
-        labels = train["y"]
+        # The teacher weights classes from every label: a record source is read for its labels once.
+        labels = train["y"] if isinstance(train, dict) else np.stack([np.asarray(r["y"]) for r in
+                                                                       map(train.source.__getitem__, range(n))])
     teacher = Teacher(config.teacher_config(), n, labels=labels)
     return Stage("train", "custom", train, test, run.epochs, teacher, loss=loss, metric=metric)

@@ -20,7 +20,7 @@ from flax import nnx
 
 from attent_jax.training.config import TrainConfig
 from attent_jax.training.loop import Trainer
-from attent_jax.training.stages import source_arrays, user_stage
+from attent_jax.training.stages import host_source, source_arrays, user_stage
 
 
 def _config(config) -> TrainConfig:
@@ -46,9 +46,13 @@ def fit(model, per_example_loss: Callable, train_source, config: TrainConfig | d
       per_example_loss: ``per_example_loss(out, batch) -> (B,)``, one loss per
         example (never the batch mean: the teacher ranks these); jittable.
         `batch` is the dict of the source's arrays for the B examples.
-      train_source: a dict of equal-length arrays (axis 0 = examples), or
-        anything with ``__len__`` and ``__getitem__(i) -> dict of arrays``,
-        with an ``"x"`` (and ``"y"`` int class ids for ``selection="class_weight"``).
+      train_source: a dict of equal-length arrays (axis 0 = examples; memory
+        maps from `open_npy_dir` work), or a random-access source: anything
+        with ``__len__`` and ``__getitem__(i) -> dict of arrays`` (Grain's
+        protocol: a ``grain.MapDataset`` works), with an ``"x"`` (and ``"y"``
+        int class ids for ``selection="class_weight"``). With
+        ``data_placement="device"`` it is stacked and copied to every device;
+        with ``"host"`` batches are read from it as training needs them.
       config: a `TrainConfig` (or a dict of its fields): selection, optim and
         run sections (epochs, batch size, seed, checkpoints, progress bar); its
         data and model sections are unused.
@@ -78,9 +82,12 @@ def fit(model, per_example_loss: Callable, train_source, config: TrainConfig | d
         build = model
     else:
         raise ValueError(f"model: got {type(model).__name__}, expected an nnx.Module or a callable rngs -> nnx.Module")
-    train = source_arrays("train_source", train_source)
-    test = train if eval_source is None else source_arrays("eval_source", eval_source, like=train)
-    stage = user_stage(config.resolve(), per_example_loss, train, test, metric=eval_fn)
+    resolved = config.resolve()
+    # Host placement reads batches from the source itself: a record source is never stacked into arrays.
+    read = host_source if resolved.run.data_placement == "host" else source_arrays
+    train = read("train_source", train_source)
+    test = train if eval_source is None else read("eval_source", eval_source, like=train)
+    stage = user_stage(resolved, per_example_loss, train, test, metric=eval_fn)
     trainer = Trainer(config, workdir, stages=[stage], build=build)
     result = trainer.run(on_step=on_step)
     if isinstance(model, nnx.Module):
