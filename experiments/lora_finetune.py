@@ -43,6 +43,13 @@ lora_finetune.md, curves.png, runs/METHOD_seedK/.
 Run:
     python -m experiments.lora_finetune            # full: 8000 questions, 5 epochs, 3 methods, seeds 0 1 2
     python -m experiments.lora_finetune --quick    # smoke test
+
+Cost: ``--quick`` took 44 s wall here (2 cores, 1-min load 5.5). The full mode has not been run; a
+crude estimate, extrapolated from the quick run's fine-tuning throughput (~3600 questions/s at width
+32, depth 1) by the ~32x per-token cost of width 128, depth 2, is ~110 questions/s under that load,
+i.e. ~100k fine-tuning questions per seed (5 + ~3.75 + ~3.75 epochs of 8000), ~15 min per seed
+loaded, so roughly 20-30 min on a quiet 2-core machine for 3 seeds plus the (small: 2000 lines x 24
+epochs) pre-training and the greedy-decoding evaluations. Measure before relying on the 40-min bound.
 """
 
 from __future__ import annotations
