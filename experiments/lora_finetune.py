@@ -90,7 +90,8 @@ class Config:
     depth: int = 0                  # decoder blocks; 0 = the library default (2)
     num_heads: int = 0              # attention heads; 0 = the library default (4)
     pretrain_lines: int = 2000      # generated 3-digit-operand additions the base pre-trains on (few, many epochs:
-                                    # 40000 x 4 left the base near 0%; 2000 x 24: 28.7% (last round), 25.0% (seed 0, 300 questions, below the 30% aim))
+                                    # 40000 x 4 left the base near 0%; 2000 x 24: 28.7% last round,
+                                    # 25.0% now (seed 0, 300 questions: below the 30% aim))
     pretrain_epochs: int = 24       # pre-training epochs (all parameters; not timed)
     context: int = 71               # pre-training window length; context + 1 a multiple of 18 (whole padded lines)
     seeds: tuple = (0, 1, 2)        # training seeds (model init, adapters, teacher, data order)
