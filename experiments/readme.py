@@ -207,6 +207,18 @@ def _finetune(path: str, per_seed: bool) -> Callable[[Results], str]:
     return block
 
 
+def lora_finetune(results: Results) -> str:
+    data = results.load(f"{EXP}/lora_finetune/lora_finetune.json")
+    labels = {"all_data": "w/o AtteNT (all data)", "attent": f"AtteNT (top {data['config']['ratio']:.0%} after epoch 1)",
+              "all_data_matched": "all data, compute-matched epochs"}
+    rows = [[labels.get(m, m), "/".join(str(e) for e in sorted(set(s["epochs"]))),
+             stats.fmt_mean_std(s["train_time_s"], 1), stats.fmt_mean_std(s["exact_match_pct"], 1),
+             ", ".join(f"{v:.1f}" for v in s["exact_match_pct"]), f"{stats.mean_std(s['share_seen'])[0]:.3f}"]
+            for m, s in data["summary"].items()]
+    return _table(["method", "epochs", "fine-tuning time (s)", "exact match (%)", "per seed (%)",
+                   "share of examples seen"], rows)
+
+
 def ablation(results: Results) -> str:
     data = results.load(f"{EXP}/ablation/ablation.json")
     cfg = data["config"]
@@ -264,6 +276,7 @@ BLOCKS: dict[str, Callable[[Results], str]] = {
     "bench_ntk": bench_ntk, "from_scratch": from_scratch,
     "finetune": _finetune(f"{EXP}/finetune/finetune.json", per_seed=False),
     "finetune_pretrained": _finetune(f"{EXP}/finetune_pretrained/finetune.json", per_seed=True),
+    "lora_finetune": lora_finetune,
     "ablation": ablation, "sample_ratio": sample_ratio, "bench_training": bench_training,
     "frontier_headline": readme_evidence.frontier_headline, "frontier_verdicts": readme_evidence.frontier_verdicts,
     "frontier_others": readme_evidence.frontier_others, "mae_pretrain": mae_pretrain,

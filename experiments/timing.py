@@ -38,6 +38,7 @@ import os
 import shutil
 import tempfile
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -238,7 +239,8 @@ def epoch_times(evals: list[dict], step_times: dict[int, float], compile_events,
     return rows
 
 
-def timed_run(train_config, workdir: str, *, keep_checkpoints: bool = False) -> dict:
+def timed_run(train_config, workdir: str, *, keep_checkpoints: bool = False,
+              prepare: Callable[[str], None] | None = None) -> dict:
     """Train `train_config` from scratch in `workdir` (emptied first) and measure it (module docstring).
 
     Returns a JSON-able dict: ``config`` (resolved), ``result`` (what
@@ -249,11 +251,14 @@ def timed_run(train_config, workdir: str, *, keep_checkpoints: bool = False) -> 
     ``process_s`` (everything, data loading and compilation included), and
     ``load_average`` (the machine's 1/5/15-minute load at the run's start and
     end: a run measured on a busier machine is slower for no fault of its method).
-    The checkpoints are deleted afterwards unless `keep_checkpoints`.
+    The checkpoints are deleted afterwards unless `keep_checkpoints`. `prepare(workdir)`, if given, runs
+    on the emptied folder before training (e.g. to place a checkpoint the run then resumes from).
     """
     from attent_jax.training.loop import train_and_evaluate
 
     fresh_dir(workdir)
+    if prepare is not None:
+        prepare(workdir)
     step_times: dict[int, float] = {}
 
     def on_step(step: int) -> None:

@@ -157,6 +157,8 @@ BAD = [
     (["--task", "teach", "--final-full-share", "1"], "final_full_share: got 1.0"),
     (["--task", "teach", "--data-placement", "disk"], "data_placement: got 'disk'"),
     (["--task", "teach", "--prefetch", "0"], "prefetch: got 0"),
+    (["--task", "teach", "--lora-rank", "-1"], "lora_rank: got -1"),
+    (["--task", "teach", "--lora-rank", "2"], "lora_rank: got 2 for task 'teach'"),  # no decoder: nothing to adapt
 ]
 
 

@@ -116,12 +116,13 @@ class ModelConfig:
     decoder_depth: int = 1         # mae: decoder blocks
     norm_pix_loss: bool = False    # mae: reconstruct patches normalized to zero mean, unit variance (MAE's option)
     mask_seed: int = 0             # mae: example i's mask is drawn from fold_in(key(mask_seed), i), fixed for the run
+    lora_rank: int = 0             # LoRA: rank r of adapters on every linear layer (alpha = r), trained alone in the last (fine-tuning) stage with the base frozen; 0 = off, train all params
 
     def __post_init__(self):
         check_types(self)
         if not re.fullmatch(FACTORY_PATTERN, self.model):
             one_of("model", self.model, ("",) + MODELS, "or an import path package.module:factory")
-        for name in ("width", "depth", "num_heads", "patch_size", "decoder_width", "mask_seed"):
+        for name in ("width", "depth", "num_heads", "patch_size", "decoder_width", "mask_seed", "lora_rank"):
             at_least(name, getattr(self, name), 0)
         at_least("decoder_depth", self.decoder_depth, 1)
         one_of("objective", self.objective, OBJECTIVES)
@@ -286,6 +287,9 @@ class TrainConfig:
         if m.objective == "mae" and (d.task != "mnist1d" or m.model not in ("", "encoder")):
             raise ValueError(f"objective: got 'mae' for task {d.task!r} and model {m.model or 'default'!r}, expected "
                              "task 'mnist1d' with its encoder (MAE pre-trains the ViT-style encoder)")
+        if m.lora_rank and (m.model or TASK_MODEL[d.task]) in MODELS and (m.model or TASK_MODEL[d.task]) != "decoder":
+            raise ValueError(f"lora_rank: got {m.lora_rank} for task {d.task!r} (model {TASK_MODEL[d.task]!r}), "
+                             "expected 0 or a decoder task (arith, charlm)")
         if d.task == "arith" and self.run.pretrain_epochs and not d.text_file:
             raise ValueError(f"text_file: got '', expected a text file for arith's {self.run.pretrain_epochs} "
                              f"pre-training epochs (or pretrain_epochs=0)")

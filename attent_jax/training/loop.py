@@ -62,15 +62,17 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from attent_jax.training.checkpoint import Checkpointer, abstract_like
+from attent_jax.models.lora import lora_builder
+from attent_jax.training.checkpoint import Checkpointer
 from attent_jax.training.config import TrainConfig
 from attent_jax.training.evaluation import evaluate_stage, make_eval
 from attent_jax.training.host_data import epoch_batches
-from attent_jax.training.mesh import check_batch_divisible, initialize_distributed, make_mesh, state_shardings
+from attent_jax.training.mesh import check_batch_divisible, initialize_distributed, make_mesh
 from attent_jax.training.optim import learning_rate, make_optimizer
 from attent_jax.training.run_log import NonFiniteLossError  # noqa: F401  (raised by train_and_evaluate; import it from here)
 from attent_jax.training.run_log import MetricsLog, Session, warn_once, write_atomic
 from attent_jax.training.scoring import make_score
+from attent_jax.training.stage_state import StageLayouts
 from attent_jax.training.stages import (Stage, build_stages, check_params_only, check_per_example, example_scores,
                                        load_dataset, model_builder, per_example_fn, stage_per_example)  # noqa: F401 (per_example_fn: importable from here, as before)
 from attent_jax.training.workdir import (CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, RESULTS_FILE,  # noqa: F401
@@ -124,6 +126,7 @@ class Trainer:
         else:
             self.dataset, self.stages = None, list(stages)
         self.planned = [s.planned_steps(run.batch_size) for s in self.stages]
+        build = lora_builder(build, config.model.lora_rank) if config.model.lora_rank else build
         abstract = nnx.eval_shape(lambda: build(nnx.Rngs(0)))
         self.graphdef = nnx.split(abstract)[0]
         check_params_only(abstract)
@@ -131,22 +134,10 @@ class Trainer:
         for stage in self.stages:
             check_per_example(stage, self._apply, abstract_params, run.batch_size)
         self.tx = make_optimizer(config.optim)
-
-        def init(key):
-            k_model, k_teacher, k_rng = jax.random.split(key, 3)
-            params = nnx.to_pure_dict(nnx.state(build(nnx.Rngs(params=k_model)), nnx.Param))
-            return {
-                "params": params,
-                "opt": self.tx.init(params),
-                "teacher": [s.teacher.init(jax.random.fold_in(k_teacher, i)) for i, s in enumerate(self.stages)],
-                "order": [jnp.zeros((s.num_train,), jnp.int32) for s in self.stages],
-                "rng": k_rng,
-            }
-
-        self._init = init
-        self.abstract_state = jax.eval_shape(init, jax.random.PRNGKey(run.seed))
-        self.shardings = state_shardings(self.abstract_state, self.mesh, fsdp=run.fsdp,
-                                         fsdp_min_size=run.fsdp_min_size)
+        self.layouts = StageLayouts(build, abstract, self.stages, self.tx, run.seed, self.mesh, fsdp=run.fsdp,
+                                    fsdp_min_size=run.fsdp_min_size)  # per stage: LoRA fine-tunes adapters only
+        self.abstract_states, self.stage_shardings = self.layouts.abstract_states, self.layouts.shardings
+        self.abstract_state, self.shardings = self.abstract_states[0], self.stage_shardings[0]
         self.replicated = NamedSharding(self.mesh, P())
         # Batch-like arrays: P("data") = split axis 0 (examples) over devices, other axes whole.
         self.batch_sharding = NamedSharding(self.mesh, P("data"))
@@ -170,19 +161,23 @@ class Trainer:
         B = config.run.batch_size
         per_example = stage_per_example(stage, self._apply)
         planned, epochs = sum(self.planned[si]), stage.epochs
+        part = self.layouts.partitions[si]
 
         def train(state, batch, idx_B, clock):
             teacher_state = state["teacher"][si]
             w_B = teacher_state.weights_N[idx_B]
 
-            def loss_fn(params):
-                loss_B, acc_B = per_example(params, batch)
+            # Only the trainable part is differentiated and updated; the frozen part passes through untouched.
+            trainable, frozen = part.split(state["params"])
+
+            def loss_fn(trainable):
+                loss_B, acc_B = per_example(part.combine(trainable, frozen), batch)
                 return jnp.mean(w_B * loss_B), (loss_B, acc_B)
 
-            (_, (loss_B, acc_B)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+            (_, (loss_B, acc_B)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
             lr = learning_rate(config.optim, clock, planned, epochs)
-            updates, opt = self.tx.update(grads, state["opt"], state["params"])
-            params = optax.apply_updates(state["params"], jax.tree.map(lambda u: -lr * u, updates))
+            updates, opt = self.tx.update(grads, state["opt"], trainable)
+            params = part.combine(optax.apply_updates(trainable, jax.tree.map(lambda u: -lr * u, updates)), frozen)
             teachers = list(state["teacher"])
             # The step's own per-example losses refresh the score table: scores for free.
             teachers[si] = stage.teacher.update(teacher_state, idx_B,
@@ -200,13 +195,14 @@ class Trainer:
 
         # P(): the metrics have a copy on every device, so any process can fetch them.
         metric_sh = self.replicated
+        sh = self.stage_shardings[si]
         if self.host_data:
             # The batch and its example ids arrive assembled from every process's rows, split over "data".
             def host_step(state, batch, clock_4):
                 batch = dict(batch)
                 return *train(state, batch, batch.pop("idx"), dict(zip(STEP_CLOCK, clock_4))), next_clock(clock_4)
-            return jax.jit(host_step, in_shardings=(self.shardings, self.batch_sharding, self.replicated),
-                           out_shardings=(self.shardings, metric_sh, self.replicated), donate_argnums=(0, 2))
+            return jax.jit(host_step, in_shardings=(sh, self.batch_sharding, self.replicated),
+                           out_shardings=(sh, metric_sh, self.replicated), donate_argnums=(0, 2))
 
         def step(state, data, clock_4):
             # The host's clock (the only one): where in the epoch and the schedule this step is.
@@ -214,8 +210,8 @@ class Trainer:
             idx_B = jax.lax.dynamic_slice(state["order"][si], (clock["pos"] * B,), (B,))
             return *train(state, self._gather(data, idx_B), idx_B, clock), next_clock(clock_4)
 
-        return jax.jit(step, in_shardings=(self.shardings, self._data_shardings(stage.train), self.replicated),
-                       out_shardings=(self.shardings, metric_sh, self.replicated), donate_argnums=(0, 2))
+        return jax.jit(step, in_shardings=(sh, self._data_shardings(stage.train), self.replicated),
+                       out_shardings=(sh, metric_sh, self.replicated), donate_argnums=(0, 2))
 
     # ------------------------------------------------------------------ state helpers
 
@@ -230,12 +226,12 @@ class Trainer:
 
     def init_state(self):
         """A fresh state, created directly in its shardings."""
-        init = jax.jit(self._init, out_shardings=self.shardings)
+        init = jax.jit(self.layouts.init, out_shardings=self.shardings)
         return init(jax.random.PRNGKey(self.config.run.seed))
 
     def restore(self, checkpointer: Checkpointer):
-        """(state, meta) of the newest intact checkpoint, restored onto this mesh, or None."""
-        return checkpointer.restore_latest(abstract_like(self.abstract_state, self.shardings))
+        """(state, meta) of the newest intact checkpoint (in any stage's layout), restored onto this mesh, or None."""
+        return self.layouts.restore(checkpointer)
 
     # ------------------------------------------------------------------ the loop
 
@@ -286,7 +282,7 @@ class Trainer:
                     last_eval = evaluate_stage(self, state, si, evaluate, test_data[si], decode_data[si])
                     run.log_eval(stage, epoch, last_eval)
                     save = self._epoch_end_save(run, si, epoch)
-                    state = self._advance(state, run, si, epoch)
+                    state = self.layouts.advance(state, run.clock, self.tx, si, epoch, stage.epochs)
                     if save:
                         run.save(state)
         run.bar.close()
@@ -345,20 +341,6 @@ class Trainer:
         # The mid-epoch save skips an epoch's last step (the epoch end saves it instead): never lose that one.
         missed = run.clock["step"] - (run.last_saved or 0) >= config.checkpoint_every
         return (epoch + 1) % config.checkpoint_epochs == 0 or epoch + 1 == self.stages[si].epochs or missed
-
-    def _advance(self, state, run: "Session", si: int, epoch: int):
-        """Move the clock to the start of the next epoch (or stage), so that a resumed run begins by planning it."""
-        clock = run.clock
-        if epoch + 1 == self.stages[si].epochs and si + 1 < len(self.stages):
-            # Fine-tuning starts a fresh optimizer (new data, new schedule).
-            reinit = jax.jit(self.tx.init, in_shardings=(self.shardings["params"],),
-                             out_shardings=self.shardings["opt"])
-            state = dict(state, opt=reinit(state["params"]))
-            clock.update(stage=si + 1, epoch=0, stage_step=0)
-        else:
-            clock.update(epoch=epoch + 1)
-        clock.update(pos=0, planned=0, steps_in_epoch=0)
-        return state
 
     def _plan_epoch(self, state, run: "Session", si: int, epoch: int, score, data):
         """Score all examples (if the schedule asks), let the teacher plan the epoch, and set the clock."""
