@@ -135,8 +135,15 @@ def run(config: Config, out_dir: str) -> dict:
                 results[p["name"]][method].append(pt)
                 print(f"[{NAME}] {p['name']:>20s} {method:>15s} seed {seed}: acc {pt['accuracy_pct']:.2f}%, "
                       f"cost {pt['cost']:.3f}", flush=True)
+        # Written after every seed, so a run stopped part-way keeps the seeds it finished (and says which).
+        payload = _write(config, env, points, results, out_dir, config.seeds[:config.seeds.index(seed) + 1])
+    return payload
+
+
+def _write(config: Config, env: dict, points: list[dict], results: dict, out_dir: str, done: tuple) -> dict:
     edges = edge_rows(config, points, results)
     payload = {"experiment": NAME, "config": dataclasses.asdict(config), "environment": env,
+               "seeds_completed": list(done),
                "timing": "optimizer steps + scoring + selection; compilation, evaluation excluded; cost = measured "
                          "training time / the same seed's all-data reference on the standard set",
                "interval": "95% Student-t interval over seeds of the paired (same seed) accuracy difference",
@@ -159,7 +166,7 @@ def edge_rows(config: Config, points: list[dict], results: dict) -> list[dict]:
     for p in points:
         acc = {m: {q["seed"]: q["accuracy_pct"] for q in results[p["name"]][m]} for m in config.methods}
         for other in (m for m in config.methods if m != a and m not in frontier.ATTENT_METHODS):
-            diffs = [acc[a][s] - acc[other][s] for s in config.seeds]
+            diffs = [acc[a][s] - acc[other][s] for s in config.seeds if s in acc[a] and s in acc[other]]
             mean, lo, hi = frontier.paired_interval(diffs)
             rows.append({"dataset": p["name"], "dial": p["dial"], "level": p["level"], "method": a, "versus": other,
                          "diff_points": diffs, "mean": mean, "ci95": [lo, hi]})
@@ -178,7 +185,8 @@ def markdown(config, env, points, results, edges) -> str:
     return "\n".join([
         "# AtteNT's edge along a redundancy and noise dial (MNIST-1D)\n",
         f"{config.num_train} training / {config.num_test} standard test examples at every level; budget "
-        f"{config.budget:g} of the all-data reference ({config.epochs} epochs); seeds {list(config.seeds)}.\n",
+        f"{config.budget:g} of the all-data reference ({config.epochs} epochs); seeds "
+        f"{sorted({q['seed'] for r in results.values() for qs in r.values() for q in qs})} of {list(config.seeds)}.\n",
         f"Measured on: {common.environment_line(env)}.\n",
         stats.markdown_table(headers, rows),
         "Edge (points, paired by seed; 95% Student-t interval):\n",

@@ -25,6 +25,21 @@ def test_bad_dial_config_is_one_line_error():
         dial.Config(methods=("all_data", "random"))
 
 
+def test_edges_of_a_run_stopped_after_its_first_seed(tmp_path):
+    """Catches a partial write (after each seed) that fails on the seeds not yet run, or pairs across seeds."""
+    config = dial.Config(seeds=(0, 1, 2), easy_levels=(0.8,), duplicate_levels=(0.8,), noise_levels=(0.3,))
+    points = dial.datasets(config)
+    results = {p["name"]: {m: [{"seed": 0, "accuracy_pct": acc, "cost": 0.5}] for m, acc in
+                           zip(config.methods, (90.0, 88.5, 89.0))} for p in points}
+    edges = dial.edge_rows(config, points, results)
+    assert {e["versus"] for e in edges} == {"all_data", "random"}
+    assert all(len(e["diff_points"]) == 1 for e in edges)
+    assert [e["mean"] for e in edges if e["versus"] == "all_data"] == pytest.approx([-1.5] * len(points))
+    from attent_experiments import common
+    text = dial.markdown(config, common.environment(config.seeds), points, results, edges)
+    assert "seeds [0] of [0, 1, 2]" in text
+
+
 def test_dial_quick(tmp_path):
     """The quick run trains every method on every dialled set (the loop really gets the dialled data: the
     label-noise set's runs differ from the standard set's), and each edge is the paired mean difference."""
