@@ -70,8 +70,8 @@ import sys
 import numpy as np
 
 from . import common, stats, timing
-from .frontier_report import (ATTENT_METHODS, LABELS, METHODS, NAME, moonshot, paired_interval,  # noqa: F401
-                              regenerate, summarize, verdict_rows, write)
+from .frontier_report import (ATTENT_METHODS, LABELS, METHODS, NAME, interval_text, moonshot,  # noqa: F401
+                              paired_interval, regenerate, summarize, verdict, verdict_rows, write)
 
 _Q_MAX = 0.9            # InfoBatch's largest prune ratio used: beyond it, fewer epochs
 _SCORE_SHARE = 1 / 3    # first guess of a scoring pass's per-example cost over a training step's (forward only)

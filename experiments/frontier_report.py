@@ -54,6 +54,16 @@ def paired_interval(diffs) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def verdict(lo: float, hi: float) -> str:
+    """The verdict word of a paired difference's 95% interval: better (above 0), worse (below), else not resolved."""
+    return ("not resolved (one seed)" if math.isnan(lo) else "better" if lo > 0 else
+            "worse" if hi < 0 else "not resolved")
+
+
+def interval_text(lo: float, hi: float) -> str:
+    return "no interval" if math.isnan(lo) else f"95% CI [{lo:+.2f}, {hi:+.2f}]"
+
+
 def verdict_rows(config, points: dict) -> list[dict]:
     rows = []
     for method in (m for m in ATTENT_METHODS if m in points):
@@ -61,9 +71,7 @@ def verdict_rows(config, points: dict) -> list[dict]:
             base = {p["seed"]: p["accuracy_pct"] for p in points["all_data"][b]}
             diffs = [p["accuracy_pct"] - base[p["seed"]] for p in points[method][b]]
             mean, lo, hi = paired_interval(diffs)
-            word = ("not resolved (one seed)" if math.isnan(lo) else "better" if lo > 0 else
-                    "worse" if hi < 0 else "not resolved")
-            interval = "no interval" if math.isnan(lo) else f"95% CI [{lo:+.2f}, {hi:+.2f}]"
+            word, interval = verdict(lo, hi), interval_text(lo, hi)
             rows.append({"method": method, "budget": b, "diff_points": diffs, "mean": mean, "ci95": [lo, hi],
                          "verdict": word,
                          "sentence": f"At budget {b:g}, {LABELS[method]} minus the compute-matched all-data run: "

@@ -44,9 +44,7 @@ def verdicts(points: dict, budgets) -> list[dict]:
             base = {p["seed"]: p[key] for p in points["all_data"][b]}
             diffs = [p[key] - base[p["seed"]] for p in points["attent"][b]]
             mean, lo, hi = frontier.paired_interval(diffs)
-            word = ("not resolved (one seed)" if math.isnan(lo) else "better" if lo > 0 else
-                    "worse" if hi < 0 else "not resolved")
-            interval = "no interval" if math.isnan(lo) else f"95% CI [{lo:+.2f}, {hi:+.2f}]"
+            word, interval = frontier.verdict(lo, hi), frontier.interval_text(lo, hi)
             rows.append({"budget": b, "metric": key, "diff_points": diffs, "mean": mean, "ci95": [lo, hi],
                          "verdict": word,
                          "sentence": f"At budget {b:g}, {what} accuracy after AtteNT pre-training minus after the "
