@@ -34,7 +34,7 @@ Outputs (``--out``, default experiments/results/dial): dial.json, dial.md,
 dial.png, runs/DATASET_METHOD_seedK/.
 
 Run:
-    python -m experiments.dial            # full: 20k/4k, 20 epochs, 9 datasets × 3 methods × 3 seeds
+    python -m experiments.dial            # full: 10k/4k, 20 epochs, 9 datasets × 3 methods × 3 seeds
     python -m experiments.dial --quick    # smoke test: tiny sizes, one level per dial, 1 seed
 Run time on a 2-core CPU: ``--quick`` 69-78 s standalone at load 3-5. Not run in full: 3 seeds ×
 (1 reference + 9 datasets × 3 methods) = 84 runs at half the all-data cost each, about 3 × 14.5 all-data runs of
@@ -61,7 +61,7 @@ DIALS = {"easy_share": "easy share", "duplicate_share": "near-duplicate share", 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    num_train: int = 20000          # MNIST-1D training examples at every level
+    num_train: int = 10000          # MNIST-1D training examples at every level (half the frontier's: 84 runs in 45 min)
     num_test: int = 4000            # standard, clean test examples
     epochs: int = 20                # epochs of the all-data reference run (budget 1.0)
     batch_size: int = 64            # global batch size
