@@ -252,7 +252,8 @@ def ntk_tracking(config: Config, dataset, out_dir: str) -> dict:
             fields = {"selection": "none"} if selection == "none" else {
                 "selection": "soft", "regime": "scratch", "ratio": "incremental", "interval": "incremental"}
             seed = config.seeds[0]
-            tc = timing.mnist1d_config(config, seed, **fields, **mae_fields(config), epochs=T, keep_checkpoints=T + 1)
+            tc = timing.mnist1d_config(config, seed, **fields, **mae_fields(config), epochs=T, keep_checkpoints=T + 1,
+                                      checkpoint_epochs=1)
             wd = os.path.join(out_dir, "runs", f"ntk_{selection}")
             r = timing.timed_run(tc, wd, keep_checkpoints=True)
             epochs, kernels = mae_downstream.checkpoint_kernels(loop.Trainer(tc, wd), wd, dataset, idx)
