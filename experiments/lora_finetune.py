@@ -10,10 +10,11 @@ instances". Here, per seed, one run of `attent train --task arith --lora-rank R`
 1. pre-training (not timed, identical for every method of a seed: same seed,
    same data, the pre-training stage's teacher takes all data): all parameters
    of the `CausalDecoder` learn next-character prediction on generated
-   additions with an operand of 3 digits (`experiments.finetune.arith3_text`:
-   the format and the carries of the task, never one of its 2-digit questions),
-   so the base already solves part of the 2-digit task (its exact match is
-   measured on the held-out questions at the stage boundary);
+   additions with an operand of 3 digits (`experiments.finetune.arith3_text`)
+   and the 2-digit additions whose sum stays below 100 (`pretrain_text`: never
+   a held-out question, never a 2-digit sum of 100 or more), so the base
+   already solves part of the 2-digit task (its exact match is measured on the
+   held-out questions at the stage boundary);
 2. LoRA fine-tuning on 2-digit additions ("Q:23+58=A:" → "81\\n", loss on the
    answer): base weights frozen, rank-r adapters on every linear layer trained
    (`attent_jax.models.lora`), a fresh AdamW over the adapters only.
@@ -89,9 +90,8 @@ class Config:
     width: int = 0                  # decoder width; 0 = the library default (128)
     depth: int = 0                  # decoder blocks; 0 = the library default (2)
     num_heads: int = 0              # attention heads; 0 = the library default (4)
-    pretrain_lines: int = 2000      # generated 3-digit-operand additions the base pre-trains on (few, many epochs:
-                                    # 40000 x 4 left the base near 0%; 2000 x 24: 28.7% last round,
-                                    # 25.0% now (seed 0, 300 questions: below the 30% aim))
+    pretrain_lines: int = 2000      # generated 3-digit-operand additions the base pre-trains on, beside the 2-digit
+                                    # ones with a sum < 100 (few lines, many epochs: 40000 x 4 left the base near 0%)
     pretrain_epochs: int = 24       # pre-training epochs (all parameters; not timed)
     context: int = 71               # pre-training window length; context + 1 a multiple of 18 (whole padded lines)
     seeds: tuple = (0, 1, 2)        # training seeds (model init, adapters, teacher, data order)
@@ -117,26 +117,28 @@ QUICK = Config(num_train=256, num_test=32, epochs=3, batch_size=32, width=32, de
                pretrain_lines=1500, pretrain_epochs=1, context=35, seeds=(0,))
 
 
-def no_carry_additions(exclude=()) -> list[str]:
-    """Every 2-digit addition "Q:a+b=A:c" (a, b < 100) with no carry in either digit, minus `exclude` (questions)."""
+def short_sum_additions(exclude=()) -> list[str]:
+    """Every 2-digit addition "Q:a+b=A:c" (a, b < 100) whose sum has two digits or fewer, minus `exclude` (questions)."""
     skip = set(exclude)
     return [f"Q:{a}+{b}=A:{a + b}\n" for a in range(100) for b in range(100)
-            if a % 10 + b % 10 < 10 and a // 10 + b // 10 < 10 and f"Q:{a}+{b}=A:" not in skip]
+            if a + b < 100 and f"Q:{a}+{b}=A:" not in skip]
 
 
 def pretrain_text(config: Config) -> str:
-    """The base's pre-training text: `pretrain_lines` 3-digit-operand additions and the carry-free 2-digit ones.
+    """The base's pre-training text: `pretrain_lines` 3-digit-operand additions and the 2-digit ones with a sum < 100.
 
-    A related but different distribution: the format, 3-digit carries, and the 2-digit additions that
-    need no carry, but never a held-out question of the fine-tuning task (those of its test split are
-    left out) and never a 2-digit carry. Lines shuffled with the fixed `PRETRAIN_SEED`: every run the
-    same text.
+    A related but different distribution: the format, carries, 3-digit sums of 3-digit operands, and
+    the half of the 2-digit additions whose sum stays below 100, but never a held-out question of the
+    fine-tuning task (those of its test split are left out) and never a 2-digit addition that reaches
+    100: the three-digit answers are what fine-tuning must teach. (The carry-free 2-digit additions
+    alone, 30% of the task, left the base at 25% exact match, below the 30-70% aim.) Lines shuffled
+    with the fixed `PRETRAIN_SEED`: every run the same text.
     """
     from attent_jax.tasks.generators import make_arith_questions
 
     questions, _ = make_arith_questions(config.num_train + config.num_test, 2, "+", 0)  # the arith task's draw
     lines = arith3_text(config.pretrain_lines).splitlines(keepends=True)
-    lines += no_carry_additions(exclude=questions[config.num_train:])
+    lines += short_sum_additions(exclude=questions[config.num_train:])
     order = np.random.default_rng(PRETRAIN_SEED).permutation(len(lines))
     # Every line padded with newlines to LINE_CHARS, and windows of a whole number of lines: each window
     # starts at a question, as a fine-tuning prompt does (at position 0, with nothing before it).

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from . import stats
-from .frontier_report import LABELS
+from .frontier_report import LABELS, verdict
 from .readme_values import Results
 
 EXP = "experiments/results"
@@ -85,3 +85,26 @@ def dial_edges(results: Results) -> str:
         rows.append([d["dial"] or "standard", f"{100 * d['level']:g}%"]
                     + [f"{es[o]['mean']:+.2f} {_interval(es[o]['ci95'])}" for o in versus])
     return _table(["dial", "level"] + [f"AtteNT − {LABELS[o]}" for o in versus], rows)
+
+
+def dial_headline(results: Results) -> str:
+    """One sentence per compared method: at which dial levels AtteNT's edge is better, worse or not resolved."""
+    data = results.load(DIAL)
+    names = {"easy_share": "easy", "duplicate_share": "near-duplicates", "label_noise": "label noise", None: "standard"}
+    done, planned = data.get("seeds_completed"), data.get("config", {}).get("seeds")
+    lines = []
+    for versus in dict.fromkeys(e["versus"] for e in data["edges"]):
+        by: dict[str, list[str]] = {}
+        for e in (e for e in data["edges"] if e["versus"] == versus):
+            level = "standard" if e["dial"] is None else f"{names.get(e['dial'], e['dial'])} {100 * e['level']:g}%"
+            word = verdict(*(math.nan if x is None else x for x in e["ci95"])).split(" (")[0]
+            by.setdefault(word, []).append(level)
+        parts = [f"{word} at {_budgets(levels)}" for word, levels in
+                 sorted(by.items(), key=lambda kv: ("better", "not resolved", "worse", "").index(
+                     kv[0] if kv[0] in ("better", "not resolved", "worse") else ""))]
+        seeds = f"{len(done)} seeds" if done is not None else "seeds"
+        if done is not None and planned and len(done) < len(planned):
+            seeds += f" of {len(planned)} planned"
+        lines.append(f"**AtteNT against {LABELS[versus]}** at budget {data.get('config', {}).get('budget', 0.5):g}: "
+                     f"{'; '.join(parts)} ({seeds}, 95% paired intervals).")
+    return "\n".join(f"- {line}" for line in lines) + "\n"

@@ -135,9 +135,15 @@ def test_mae_stage_trains_through_the_loop(tmp_path):
 
 @pytest.mark.parametrize("args,message", [(["--mask-ratio", "1.0"], "mask_ratio: got 1.0"),
                                           (["--patch-size", "3"], "patch_size: got 3, expected a divisor")])
-def test_cli_bad_mae_values_exit_2_in_one_line(args, message, tmp_path, capsys):
-    # Catches a traceback (or a silent clamp) instead of the one-line error, and a run started regardless.
+def test_cli_bad_mae_values_exit_2_in_one_line(args, message, tmp_path, capsys, monkeypatch):
+    # Catches a traceback (or a silent clamp) instead of the one-line error, a run started regardless, and
+    # the error coming only after the data was generated (the encoder's own check, at model build).
     from attent_jax.cli import main as cli
+    from attent_jax.tasks import datasets
+
+    def no_data(*a, **k):
+        raise AssertionError("data generated before the config was checked")
+    monkeypatch.setattr(datasets, "make_mnist1d", no_data)
     code = cli.main(["train", "--task", "mnist1d", "--objective", "mae", "--num-train", "64", "--num-test", "32",
                      "--epochs", "1", "--workdir", str(tmp_path / "run")] + args)
     err = capsys.readouterr().err

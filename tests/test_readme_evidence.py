@@ -48,3 +48,20 @@ def test_dial_edges_one_row_per_dataset(tmp_path):
     (out / "dial.json").write_text(json.dumps({"edges": edges, "datasets": datasets}))
     table = readme_evidence.dial_edges(Results(str(tmp_path)))
     assert "| label_noise | 30% | −3.50 [−5.00, −2.00] |" in table.replace("-", "−")
+
+
+def test_dial_headline_follows_the_intervals(tmp_path):
+    """Catches a headline word that ignores the interval (worse below 0, not resolved across it) or hides
+    that the run stopped before its planned seeds."""
+    out = tmp_path / "experiments" / "results" / "dial"
+    out.mkdir(parents=True)
+    edges = [{"dataset": "standard", "dial": None, "level": 0.0, "versus": "all_data", "ci95": [-2.0, 0.5]},
+             {"dataset": "label_noise0.3", "dial": "label_noise", "level": 0.3, "versus": "all_data",
+              "ci95": [-5.0, -2.0]},
+             {"dataset": "duplicate_share0.8", "dial": "duplicate_share", "level": 0.8, "versus": "all_data",
+              "ci95": [0.1, 0.9]}]
+    (out / "dial.json").write_text(json.dumps({"edges": edges, "seeds_completed": [0, 1],
+                                               "config": {"seeds": [0, 1, 2], "budget": 0.5}}))
+    line = readme_evidence.dial_headline(Results(str(tmp_path)))
+    assert ("better at near-duplicates 80%; not resolved at standard; worse at label noise 30% "
+            "(2 seeds of 3 planned" in line), line

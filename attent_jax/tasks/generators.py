@@ -111,6 +111,11 @@ def make_teach_data(num_examples: int, seq_len: int, d_in: int, d_out: int, seed
 
 # --------------------------------------------------------------------------- MNIST-1D
 
+# The generator's signal length (mnist1d.data.get_dataset_args().final_seq_length): configs check a patch size
+# against it before any data is generated; make_mnist1d checks the generator still agrees.
+MNIST1D_LENGTH = 40
+
+
 def make_mnist1d(num_examples: int, seed: int = 42, cache_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Generate MNIST-1D locally (Greydanus 2020) with the `mnist1d` package; never downloads.
 
@@ -143,6 +148,9 @@ def make_mnist1d(num_examples: int, seed: int = 42, cache_dir: str | None = None
         np.random.set_state(np_state)
         random.setstate(py_state)
     x, y = raw["x"].astype(np.float32), raw["y"].astype(np.int32)
+    if x.shape[1] != MNIST1D_LENGTH:
+        raise ValueError(f"mnist1d generator: got signals of length {x.shape[1]}, expected {MNIST1D_LENGTH} "
+                         "(generators.MNIST1D_LENGTH)")
     if cache_path is not None:
         os.makedirs(cache_dir, exist_ok=True)
         tmp = cache_path + f".tmp{os.getpid()}.npz"
