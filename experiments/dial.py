@@ -36,11 +36,9 @@ dial.png, runs/DATASET_METHOD_seedK/.
 Run:
     python -m experiments.dial            # full: 10k/4k, 20 epochs, 9 datasets × 3 methods × 3 seeds
     python -m experiments.dial --quick    # smoke test: tiny sizes, one level per dial, 1 seed
-Run time on a 2-core CPU: ``--quick`` 69-78 s standalone at load 3-5. Not run in full: 3 seeds ×
-(1 reference + 9 datasets × 3 methods) = 84 runs at half the all-data cost each, about 3 × 14.5 all-data runs of
-20 epochs (~45 s each on a quiet machine) plus the data generation of 9 × 24k examples (mnist1d's
-transforms: 0.7 ms per example quiet, ~10 ms measured here at load 6, i.e. 3 to 35 min): about
-35-80 min on a 2-core machine.
+Run time on a 2-core CPU: ``--quick`` 69-78 s standalone at load 3-5. Full mode (10k/4k, 84 runs):
+43 min at a 1-minute load of about 1.7 (2026-12-02: 21:31 to 22:14, data generation included); the
+20k sets of the first attempt would have taken about 65 min (its 20-epoch reference: 99 s wall).
 """
 
 from __future__ import annotations

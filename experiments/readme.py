@@ -282,6 +282,7 @@ BLOCKS: dict[str, Callable[[Results], str]] = {
     "ablation": ablation, "sample_ratio": sample_ratio, "bench_training": bench_training,
     "frontier_headline": readme_evidence.frontier_headline, "frontier_verdicts": readme_evidence.frontier_verdicts,
     "frontier_others": readme_evidence.frontier_others, "mae_pretrain": mae_pretrain,
+    "dial_headline": readme_evidence.dial_headline, "dial_edges": readme_evidence.dial_edges,
 }
 
 
