@@ -45,12 +45,9 @@ Run:
     python -m experiments.lora_finetune            # full: 8000 questions, 5 epochs, 3 methods, seeds 0 1 2
     python -m experiments.lora_finetune --quick    # smoke test
 
-Cost: ``--quick`` took 44 s wall here (2 cores, 1-min load 5.5). The full mode has not been run; a
-crude estimate, extrapolated from the quick run's fine-tuning throughput (~3600 questions/s at width
-32, depth 1) by the ~32x per-token cost of width 128, depth 2, is ~110 questions/s under that load,
-i.e. ~100k fine-tuning questions per seed (5 + ~3.75 + ~3.75 epochs of 8000), ~15 min per seed
-loaded, so roughly 20-30 min on a quiet 2-core machine for 3 seeds plus the (small: 2000 lines x 24
-epochs) pre-training and the greedy-decoding evaluations. Measure before relying on the 40-min bound.
+Cost: ``--quick`` took 44 s wall here (2 cores, 1-min load 5.5). The full mode took 26 min on a quiet
+2-core machine (2026-12-02, load 0.1 at start: pre-training ~3-3.5 min per seed, each fine-tuning run
+20-32 s of timed work, ~30 s with its evaluations).
 """
 
 from __future__ import annotations
@@ -319,7 +316,8 @@ def markdown(config: Config, env: dict, summary: dict, checks: dict) -> str:
              f"arith (2-digit additions), {config.num_train} training / {config.num_test} held-out questions; "
              f"decoder (width {config.width or 'default'}, depth {config.depth or 'default'}) pre-trained with all "
              f"parameters for {config.pretrain_epochs} epochs on {config.pretrain_lines} generated additions with a "
-             f"3-digit operand (base exact match before fine-tuning: "
+             f"3-digit operand and the 2-digit additions with a sum below 100, no held-out question "
+             f"(base exact match before fine-tuning: "
              f"{stats.fmt_mean_std(checks['base_exact_match_pct'], 1)} %), then LoRA rank {config.lora_rank} "
              f"(alpha = r) on every linear layer, base frozen; {config.epochs} epochs, batch {config.batch_size}, "
              f"lr {config.learning_rate}, warm-up {config.warmup_ratio}; mean ± std over seeds {list(config.seeds)}.\n",

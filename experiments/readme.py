@@ -278,7 +278,7 @@ BLOCKS: dict[str, Callable[[Results], str]] = {
     "bench_ntk": bench_ntk, "from_scratch": from_scratch,
     "finetune": _finetune(f"{EXP}/finetune/finetune.json", per_seed=False),
     "finetune_pretrained": _finetune(f"{EXP}/finetune_pretrained/finetune.json", per_seed=True),
-    # "lora_finetune" (the block above) is registered once its full result file exists: the README quotes no quick run.
+    "lora_finetune": lora_finetune,
     "ablation": ablation, "sample_ratio": sample_ratio, "bench_training": bench_training,
     "frontier_headline": readme_evidence.frontier_headline, "frontier_verdicts": readme_evidence.frontier_verdicts,
     "frontier_others": readme_evidence.frontier_others, "mae_pretrain": mae_pretrain,
