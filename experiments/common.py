@@ -82,7 +82,8 @@ def parse_args(argv: Sequence[str] | None, config_cls, quick_config, description
     parser.add_argument("--compile-cache", default=None,
                         help="JAX persistent compilation cache folder to reuse across invocations "
                              "(default: a temporary one per invocation)")
-    helps = field_help(config_cls)
+    # argparse %-formats help text, so a literal % in a field's comment ("ratio 20% → 80%") must be doubled.
+    helps = {name: text.replace("%", "%%") for name, text in field_help(config_cls).items()}
     for f in dataclasses.fields(config_cls):
         default = f.default
         flag = "--" + f.name.replace("_", "-")

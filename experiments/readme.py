@@ -176,7 +176,7 @@ def bench_ntk(results: Results) -> str:
 
 def from_scratch(results: Results) -> str:
     data = results.load(f"{EXP}/from_scratch/from_scratch.json")
-    run = data["runs"]["attent"][0]["config"]  # the label states the schedule the runs used
+    run = data["runs"]["attent"][0]["config"]["selection"]  # the label states the schedule the runs used
     labels = {"all_data": "all data (baseline)",
               "attent": f"AtteNT ({run['selection'].capitalize()}, ratio {run['ratio_start']:g}→{run['ratio_end']:g}, "
                         f"{'growing' if run['interval'] == 'incremental' else run['interval']} interval)",

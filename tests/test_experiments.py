@@ -8,6 +8,7 @@ within its time budget.
 """
 
 import doctest
+import importlib
 import json
 import math
 import os
@@ -276,6 +277,18 @@ def test_bad_values_end_with_exit_code_2(tmp_path, capsys):
         sample_ratio.Config(ratios=(1.0, 1.5))
     with pytest.raises(ValueError, match="devices"):
         bench_training.Config(batch_size=20, devices=(1, 8))
+
+
+@pytest.mark.parametrize("name", ["ablation", "bench_data", "bench_device", "bench_ntk", "bench_overhead", "bench_training", "dial",
+                                  "finetune", "frontier", "from_scratch", "lora_finetune", "mae_pretrain",
+                                  "ntk_convergence", "quickstart", "sample_ratio"])
+def test_every_script_prints_its_help(name, capsys):
+    # argparse %-formats help text: a field comment with a bare % ("ratio 20% -> 80%") made --help itself fail.
+    module = importlib.import_module(f"attent_experiments.{name}")
+    with pytest.raises(SystemExit) as exit_:
+        module.main(["--help"])
+    assert exit_.value.code == 0
+    assert "--out" in capsys.readouterr().out
 
 
 def test_compile_cache_restores_settings(tmp_path):

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -129,3 +130,37 @@ def test_report_only_rebuilds_from_the_saved_points(tmp_path):
     assert out["moonshot"]["rows"][0]["diff_points"] == pytest.approx([-6.0, -6.0, -5.5])
     assert "Moonshot" in (tmp_path / "frontier.md").read_text()
     assert frontier.main(["--report-only", "--out", str(tmp_path / "missing")]) == 2
+
+
+def test_extra_seeds_go_to_the_close_budgets_only():
+    """Catches the 5-seed rule applied everywhere, nowhere, or by the mean alone: a budget whose AtteNT mean
+    lies within 2 std of the baseline's gets the extra seeds (that method and the baseline), a resolved one
+    does not."""
+    config = dataclasses.replace(frontier.QUICK, seeds=(0, 1, 2), methods=("all_data", "attent"), extra_seeds=(3, 4))
+    points = _points({"all_data": {0.5: [80.0, 81.0, 82.0], 1.0: [90.0, 91.0, 92.0]},
+                      "attent": {0.5: [84.0, 85.0, 86.5], 1.0: [88.5, 90.5, 92.5]}})
+    assert frontier.close_pairs(config, points) == {("attent", 1.0), ("all_data", 1.0)}
+    assert len(frontier.close_pairs(config, None)) == 4
+    with pytest.raises(ValueError, match="extra_seeds"):
+        dataclasses.replace(config, extra_seeds=(2, 3))
+
+
+def test_an_extra_seed_runs_its_reference_and_the_close_pairs(monkeypatch, tmp_path):
+    """Catches an extra seed that trains every method (the cost the rule saves) or skips its own reference (the
+    baseline at budget 1.0, which the moonshot pairs with)."""
+    ran = []
+
+    def fake_run(train_config, workdir):
+        ran.append(os.path.basename(workdir))
+        st = {"train_time_s": 1.0, "steps_s": 1.0, "steps": 10, "scoring_s": 0.0, "selection_s": 0.0,
+              "examples_seen": 100}
+        return {"stages": {"train": st}, "epochs": [], "evals": [{"eval_accuracy": 0.5, "eval_loss": 1.0}],
+                "workdir": workdir, "load_average": None}
+
+    monkeypatch.setattr(timing, "timed_run", fake_run)
+    monkeypatch.setattr(timing, "final", lambda run, key, stage=None: 0.5)
+    config = dataclasses.replace(frontier.QUICK, methods=("all_data", "attent", "random"))
+    points = {m: {b: [] for b in config.budgets} for m in config.methods}
+    frontier._measure_seed(config, str(tmp_path), 3, _cal(3), points, [], {("attent", 0.5), ("all_data", 0.5)})
+    assert ran == ["reference_seed3", "all_data_b0.5_seed3", "attent_b0.5_seed3"]
+    assert [p["seed"] for p in points["all_data"][1.0]] == [3] and points["random"][0.5] == []
