@@ -123,6 +123,8 @@ FUNCTIONS: dict[str, Callable] = {
     "abs": lambda x: np.abs(_numeric(x)), "where": _where, "one": _one, "at": _at,
     "flat": _flat, "column": lambda lists, i: [v[i] for v in lists], "verdict": lambda ok: stats.verdict(
         None if ok is None else bool(ok)),
+    # A paper claim's measured verdict (True / False / None: not resolved within the script's margin).
+    "claim": lambda ok: {True: "agrees", False: "disagrees", None: "not resolved"}[None if ok is None else bool(ok)],
 }
 _BINOPS = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: np.divide, ast.Pow: np.power}
 _CMPOPS = {ast.Gt: np.greater, ast.GtE: np.greater_equal, ast.Lt: np.less, ast.LtE: np.less_equal,
