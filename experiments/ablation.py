@@ -20,7 +20,7 @@ steps + scoring + selection, no compilation or evaluation), scoring passes the
 schedule asks for, scoring + selection time, final test accuracy, fraction of
 the all-data run's examples seen; and the paper's two claims as measured
 (interval incremental vs fixed: time; selector: accuracy), each stated as
-AGREES or DISAGREES.
+AGREES, DISAGREES or NOT RESOLVED (within the config's resolution margins).
 
 Outputs (``--out``, default experiments/results/ablation): ablation.json,
 ablation.md, ablation.png, runs/NAME/.
@@ -149,6 +149,15 @@ def run(config: Config, out_dir: str) -> dict:
 _WORD = {True: "AGREES", False: "DISAGREES", None: "NOT RESOLVED"}
 
 
+def _decide(margin_measured: float, resolution: float) -> bool | None:
+    """True / False when the measured margin reaches +/- `resolution` (a strict sign with no resolution: a tie decides nothing)."""
+    if margin_measured > 0 and margin_measured >= resolution:
+        return True
+    if margin_measured < 0 and -margin_measured >= resolution:
+        return False
+    return None
+
+
 def check_claims(rows: list[dict], resolution_points: float = 1.0, resolution_time: float = 0.1) -> list[dict]:
     """The paper's two findings, as measured here (only where both sides were run).
 
@@ -169,7 +178,7 @@ def check_claims(rows: list[dict], resolution_points: float = 1.0, resolution_ti
     if fixed and incr:
         t_fixed, t_incr = mean_of(fixed, "train_time_s"), mean_of(incr, "train_time_s")
         saving = 1.0 - t_incr / t_fixed
-        agrees = True if saving >= resolution_time else False if saving <= -resolution_time else None
+        agrees = _decide(saving, resolution_time)
         claims.append({"claim": "incremental interval trains faster than fixed", "fixed_s": t_fixed,
                        "incremental_s": t_incr, "saving": saving, "resolution_time": resolution_time,
                        "agrees": agrees,
@@ -182,7 +191,7 @@ def check_claims(rows: list[dict], resolution_points: float = 1.0, resolution_ti
         best = max(accs, key=accs.get)
         others = max(a for s, a in accs.items() if s != "soft")
         lead = accs["soft"] - others
-        agrees = True if lead >= resolution_points else False if lead <= -resolution_points else None
+        agrees = _decide(lead, resolution_points)
         word = _WORD[agrees]
         claims.append({"claim": "soft selection gives the best accuracy", "accuracy_pct": accs, "best": best,
                        "soft_lead_points": lead, "resolution_points": resolution_points, "agrees": agrees,

@@ -67,6 +67,9 @@ def _flag_parser(kind):
     return kind
 
 
+_EMPTY = "<none>"   # what a tuple flag's "none" parses to before it becomes ()
+
+
 def parse_args(argv: Sequence[str] | None, config_cls, quick_config, description: str):
     """``(config, args)`` from command-line flags: one flag per field of the frozen `config_cls`.
 
@@ -88,14 +91,19 @@ def parse_args(argv: Sequence[str] | None, config_cls, quick_config, description
         default = f.default
         flag = "--" + f.name.replace("_", "-")
         if isinstance(default, tuple):
-            kind = type(default[0]) if default else str
-            parser.add_argument(flag, type=_flag_parser(kind), nargs="+", default=None, help=helps.get(f.name))
+            kind = _flag_parser(type(default[0]) if default else str)
+            # "none" alone stands for the empty tuple (nargs="+" cannot take zero values).
+            parser.add_argument(flag, type=lambda text, kind=kind: _EMPTY if text.lower() == "none" else kind(text),
+                                nargs="+", default=None, help=helps.get(f.name))
         else:
             parser.add_argument(flag, type=_flag_parser(type(default)), default=None, help=helps.get(f.name))
     args = parser.parse_args(argv)
     base = quick_config if args.quick else config_cls()
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls) if getattr(args, f.name) is not None}
-    given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
+    for name, v in given.items():
+        if isinstance(v, list) and _EMPTY in v and len(v) > 1:
+            raise ValueError(f"{name}: got {v!r}, expected 'none' alone or values without it")
+    given = {k: (() if v == [_EMPTY] else tuple(v)) if isinstance(v, list) else v for k, v in given.items()}
     return dataclasses.replace(base, **given), args
 
 

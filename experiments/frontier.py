@@ -94,7 +94,7 @@ class Config:
     num_heads: int = 0              # attention heads; 0 = the library default (4)
     budgets: tuple = (0.25, 0.35, 0.5, 0.65, 0.8, 1.0)  # shares of the all-data run's measured cost
     seeds: tuple = (0, 1, 2)        # training seeds (model init, teacher, data order)
-    extra_seeds: tuple = (3, 4)     # seeds added, after all of `seeds`, at each budget where an AtteNT method is close to the baseline (``close``); () for none
+    extra_seeds: tuple = (3, 4)     # seeds added after `seeds` where an AtteNT method is close to the baseline (`close_pairs`); 'none': no extra seeds; seeds already in `seeds` are skipped
     methods: tuple = METHODS        # methods to run (all_data is the reference and the compute-matched baseline)
     moonshot_budget: float = 0.6    # the moonshot: largest budget at which AtteNT must match all data at 1.0 ...
     moonshot_gap: float = 0.2       # ... to within this many accuracy points (the interval's lower end)
@@ -112,8 +112,6 @@ class Config:
         common.check_seeds(self.seeds)
         if self.extra_seeds:
             common.check_seeds(self.extra_seeds)
-            if set(self.extra_seeds) & set(self.seeds):
-                raise ValueError(f"extra_seeds: got {self.extra_seeds!r}, expected seeds not in seeds {self.seeds!r}")
         common.check_choices("methods", self.methods, METHODS)
         if "all_data" not in self.methods:
             raise ValueError(f"methods: got {self.methods!r}, expected all_data among them (the reference)")
@@ -242,7 +240,8 @@ def run(config: Config, out_dir: str) -> dict:
     """Every seed's reference, then every budget and method (interleaved); JSON/markdown/figure; the payload."""
     from attent_jax.training.stages import load_dataset
 
-    env = common.environment(config.seeds)
+    extra_seeds = [s for s in config.extra_seeds if s not in config.seeds]   # `--seeds 0 1 2 3 4` runs each once
+    env = common.environment(list(config.seeds) + extra_seeds)
     cal = Calibration()
     points: dict[str, dict[float, list[dict]]] = {m: {b: [] for b in config.budgets} for m in config.methods}
     references: list[dict] = []
@@ -251,7 +250,7 @@ def run(config: Config, out_dir: str) -> dict:
         for seed in config.seeds:
             _measure_seed(config, out_dir, seed, cal, points, references, close_pairs(config, points=None))
         extra = close_pairs(config, points)
-        for seed in config.extra_seeds if extra else ():
+        for seed in extra_seeds if extra else ():
             _measure_seed(config, out_dir, seed, cal, points, references, extra)
     payload = {"experiment": NAME, "config": dataclasses.asdict(config), "environment": env,
                "timing": "optimizer steps + scoring + selection; compilation, evaluation, checkpoints excluded "

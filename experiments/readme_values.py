@@ -115,6 +115,13 @@ def _at(values, keys, key):
     return values[hits[0]]
 
 
+def _claim(ok) -> str:
+    """A claim's verdict word from its ``agrees`` field: True, False or None only (a NaN or a list is an error)."""
+    if ok is None or isinstance(ok, (bool, np.bool_)):
+        return {True: "agrees", False: "disagrees", None: "not resolved"}[None if ok is None else bool(ok)]
+    raise ValueError(f"claim(): got {ok!r}, expected true, false or null (a claim's 'agrees' field)")
+
+
 FUNCTIONS: dict[str, Callable] = {
     "mean": _mean, "std": _std, "ms": lambda x: MeanStd((_mean(x), _std(x))),
     "min": lambda x: float(np.min(_finite(x))), "max": lambda x: float(np.max(_finite(x))),
@@ -124,7 +131,7 @@ FUNCTIONS: dict[str, Callable] = {
     "flat": _flat, "column": lambda lists, i: [v[i] for v in lists], "verdict": lambda ok: stats.verdict(
         None if ok is None else bool(ok)),
     # A paper claim's measured verdict (True / False / None: not resolved within the script's margin).
-    "claim": lambda ok: {True: "agrees", False: "disagrees", None: "not resolved"}[None if ok is None else bool(ok)],
+    "claim": lambda ok: _claim(ok),
 }
 _BINOPS = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: np.divide, ast.Pow: np.power}
 _CMPOPS = {ast.Gt: np.greater, ast.GtE: np.greater_equal, ast.Lt: np.less, ast.LtE: np.less_equal,

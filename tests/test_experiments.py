@@ -137,6 +137,11 @@ def test_ablation_selector_claim_needs_a_lead_beyond_the_resolution():
     assert time_claim["agrees"] is None and time_claim["saving"] == pytest.approx(0.04)   # 4% saved: noise here
     (time_claim,) = ablation.check_claims(fixed_vs_incremental, resolution_time=0.02)
     assert time_claim["agrees"] is True
+    slower = [dict(r, train_time_s=[12.0]) if r["interval"] == "incremental" else r for r in fixed_vs_incremental]
+    (time_claim,) = ablation.check_claims(slower, resolution_time=0.1)
+    assert time_claim["agrees"] is False                                                   # 20% slower
+    (claim,) = ablation.check_claims(rows(89.57, 89.57, 81.37), resolution_points=0.0)
+    assert claim["agrees"] is None                                                         # a tie decides nothing
     assert claim["agrees"] is None and "NOT RESOLVED" in claim["text"]
     (claim,) = ablation.check_claims(rows(91.0, 89.57, 81.37), resolution_points=1.0)
     assert claim["agrees"] is True and claim["soft_lead_points"] == pytest.approx(1.43)

@@ -141,8 +141,13 @@ def test_extra_seeds_go_to_the_close_budgets_only():
                       "attent": {0.5: [84.0, 85.0, 86.5], 1.0: [88.5, 90.5, 92.5]}})
     assert frontier.close_pairs(config, points) == {("attent", 1.0), ("all_data", 1.0)}
     assert len(frontier.close_pairs(config, None)) == 4
+    with pytest.raises(ValueError, match="seeds"):
+        dataclasses.replace(config, extra_seeds=(3, -1))
+    from attent_experiments import common
+    parsed, _ = common.parse_args(["--extra-seeds", "none"], frontier.Config, frontier.QUICK, "")
+    assert parsed.extra_seeds == ()
     with pytest.raises(ValueError, match="extra_seeds"):
-        dataclasses.replace(config, extra_seeds=(2, 3))
+        common.parse_args(["--extra-seeds", "3", "none"], frontier.Config, frontier.QUICK, "")
 
 
 def test_an_extra_seed_runs_its_reference_and_the_close_pairs(monkeypatch, tmp_path):

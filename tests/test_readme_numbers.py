@@ -145,6 +145,10 @@ def test_values_are_computed_not_parsed():
     assert readme_values.format_value(readme_values.evaluate("ms(x)", {"x": [1.0, 3.0]}, results, "t"), ".2f") == "2.00 ± 1.41"
     assert readme_values.format_value(readme_values.evaluate("-x", {"x": 1.5}, results, "t"), ".1f") == "−1.5"
     assert readme_values.format_value(readme_values.evaluate("x + 1", {"x": [16, None]}, results, "t"), "d") == "17, —"
+    for agrees, word in ((True, "agrees"), (False, "disagrees"), (None, "not resolved")):
+        assert readme_values.evaluate("claim(c)", {"c": agrees}, results, "t") == word
+    with pytest.raises(ValueError, match="claim"):   # a NaN or a list is no verdict (bool() of either is truthy)
+        readme_values.evaluate("claim(c)", {"c": float("nan")}, results, "t")
     with pytest.raises(ValueError, match="unknown function '__import__'"):  # never eval
         readme_values.evaluate("__import__('os')", {}, results, "t")
     with pytest.raises(ValueError, match="not part of the expression language"):
