@@ -59,11 +59,9 @@ mae_ntk.png (settling measures against epoch), runs/.
 Run:
     python -m experiments.mae_pretrain            # full: 3000/1000 MNIST-1D, 3 seeds, budgets 0.5 and 1.0
     python -m experiments.mae_pretrain --quick    # smoke test
-Run time on the 2-core CPU: the full config's first run (same sizes, before the cost fixes, which add
-no work) took about 18 min from its first run to the start of its last at 1-minute load 8 falling to 2.5
-(run folders' times; 43 pre-training runs + downstream + NTK), so about 20 min at that load and
-well under the 40-min target on a quiet machine. The quick run's time is printed by its test
-(tests/test_mae_pretrain.py, --durations).
+Run time on the 2-core CPU: the full config took 12.5 min (2026-12-05, 1-minute load 5 at its start,
+another training job sharing the cores for most of it), within the 40-min target. The quick run's time
+is printed by its test (tests/test_mae_pretrain.py, --durations).
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ def test_planted_wrong_number_is_caught():
 # marker is a number typed by hand.
 NOT_MEASUREMENTS = [
     r"\d-core", r"1-minute", r"float32", r"MNIST-1D", r"\d-digit",             # the machine, the data
-    r"Figs?\. [\d–]+", r"Figure \d", r"eq\. \d+", r"Theorem \d", r"Proposition \d", r"App(endix|\.) B\.\d",
+    r"Figs?\. [\d–]+", r"Figures? [\d–]+", r"95% interval", r"eq\. \d+", r"Theorem \d", r"Proposition \d", r"App(endix|\.) B\.\d",
     r"within 50–200 of 800\s+epochs", r"within 50 of 800 epochs", r"\(800 epochs\)",  # the paper's
     r"about 80%",                                                                     # the paper's
     r"O\([^)]*\)", r"K_[0T]", r"1/\(2?ξτ\)", r"1/\(ξ max", r"\(η/2\)", r"T/[48]", r"ρ = 1/8", r"ρ = 1\b",
