@@ -45,9 +45,12 @@ Run:
     python -m experiments.lora_finetune            # full: 8000 questions, 5 epochs, 3 methods, seeds 0 1 2
     python -m experiments.lora_finetune --quick    # smoke test
 
-Cost: ``--quick`` took 44 s wall here (2 cores, 1-min load 5.5). The full mode took 26 min on a quiet
-2-core machine (2026-12-02, load 0.1 at start: pre-training ~3-3.5 min per seed, each fine-tuning run
-20-32 s of timed work, ~30 s with its evaluations).
+Cost: ``--quick`` took 44 s wall here (2 cores, 1-min load 5.5). The full mode took 22.5 min
+(2026-12-05, with 48 pre-training epochs: ~4.5 min per seed when alone on the machine, ~11 min while
+other jobs shared the cores; each fine-tuning run 14-19 s of timed work, ~21 s with its evaluations).
+With 24 pre-training epochs the base reached 21.6, 5.8 and 4.9% exact match (seeds 0-2), below the
+30-70% aim, and fine-tuning then either learned the three-digit sums or stalled
+(experiments/results/lora_finetune_short_base); with 48 it reaches 46.7, 43.3 and 41.4%.
 """
 
 from __future__ import annotations
@@ -89,7 +92,7 @@ class Config:
     num_heads: int = 0              # attention heads; 0 = the library default (4)
     pretrain_lines: int = 2000      # generated 3-digit-operand additions the base pre-trains on, beside the 2-digit
                                     # ones with a sum < 100 (few lines, many epochs: 40000 x 4 left the base near 0%)
-    pretrain_epochs: int = 24       # pre-training epochs (all parameters; not timed)
+    pretrain_epochs: int = 48       # pre-training epochs (all parameters; not timed; 24 left seeds 1-2 near 5%)
     context: int = 71               # pre-training window length; context + 1 a multiple of 18 (whole padded lines)
     seeds: tuple = (0, 1, 2)        # training seeds (model init, adapters, teacher, data order)
 
