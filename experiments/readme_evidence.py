@@ -39,11 +39,11 @@ def frontier_verdicts(results: Results) -> str:
     for v in data["verdicts"]:
         b = f"{v['budget']:g}"
         a, base = s[v["method"]][b], s["all_data"][b]
-        rows.append([b, LABELS[v["method"]], stats.fmt_mean_std(a["per_seed_cost"], 2),
+        rows.append([b, LABELS[v["method"]], len(v["diff_points"]), stats.fmt_mean_std(a["per_seed_cost"], 2),
                      stats.fmt_mean_std(base["per_seed_cost"], 2), stats.fmt_mean_std(a["per_seed_accuracy_pct"], 2),
                      stats.fmt_mean_std(base["per_seed_accuracy_pct"], 2), f"{v['mean']:+.2f}", _interval(v["ci95"]),
                      v["verdict"]])
-    return _table(["budget", "method", "its cost", "baseline's cost", "its acc. (%)", "baseline acc. (%)",
+    return _table(["budget", "method", "seeds", "its cost", "baseline's cost", "its acc. (%)", "baseline acc. (%)",
                    "difference (points)", "95% interval", "verdict"], rows)
 
 
@@ -69,8 +69,13 @@ def frontier_headline(results: Results) -> str:
         parts = [f"{word} at budget{'s' if len(bs) > 1 else ''} {_budgets(bs)}" for word, bs in
                  sorted(by.items(), key=lambda kv: ("better", "not resolved", "worse").index(kv[0])
                         if kv[0] in ("better", "not resolved", "worse") else 3)]
+        counts = {v["budget"]: len(v["diff_points"]) for v in data["verdicts"] if v["method"] == method}
+        base = len(data["config"]["seeds"])
+        more = sorted(b for b, n in counts.items() if n > base)
+        seeds = f"{base} seeds" + (f", {max(counts.values())} at budget{'s' if len(more) > 1 else ''} "
+                                   f"{_budgets([f'{b:g}' for b in more])}" if more else "")
         lines.append(f"**{LABELS[method]}** against all data for fewer epochs on the same measured budget: "
-                     f"{'; '.join(parts)} ({len(data['config']['seeds'])} seeds, 95% paired intervals).")
+                     f"{'; '.join(parts)} ({seeds}; 95% paired intervals).")
     lines.append(data["moonshot"]["sentence"])
     return "\n".join(f"- {line}" for line in lines) + "\n"
 

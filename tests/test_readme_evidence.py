@@ -36,6 +36,20 @@ def test_headline_changes_when_a_verdict_does(tmp_path):
     assert "worse at budgets 0.5 and 1" in readme_evidence.frontier_headline(results)
 
 
+def test_headline_counts_the_extra_seeds(tmp_path):
+    """Catches a headline that says '3 seeds' where a verdict rests on 5 (the extra seeds at close budgets)."""
+    results = _frontier_file(tmp_path, [84.0, 85.0, 86.5])
+    path = tmp_path / "experiments" / "results" / "frontier" / "frontier.json"
+    payload = json.loads(path.read_text())
+    for m, accs in (("all_data", [79.0, 83.0]), ("attent", [84.5, 85.5])):
+        payload["points"][m]["0.5"] += [{"seed": s, "accuracy_pct": a, "cost": 0.5} for s, a in zip((3, 4), accs)]
+    path.write_text(json.dumps(payload))
+    assert frontier.main(["--report-only", "--out", str(path.parent)]) == 0
+    line = readme_evidence.frontier_headline(Results(str(tmp_path)))
+    assert "(3 seeds, 5 at budget 0.5; 95% paired intervals)" in line
+    assert "| 0.5 | AtteNT (Soft, paper schedules) | 5 |" in readme_evidence.frontier_verdicts(Results(str(tmp_path)))
+
+
 def test_dial_edges_one_row_per_dataset(tmp_path):
     """Catches an edge shown against the wrong method or level."""
     out = tmp_path / "experiments" / "results" / "dial"
