@@ -78,7 +78,8 @@ QUICK = Config(num_train=400, num_test=200, epochs=3, batch_size=32, width=32, d
 def train_config(config: Config, seed: int):
     selection = {"selection": "none"} if config.selection == "none" else {
         "selection": "soft", "regime": "scratch", "ratio": "incremental", "interval": "incremental"}
-    return timing.mnist1d_config(config, seed, keep_checkpoints=config.epochs + 1, **selection)
+    # Every epoch's checkpoint is read back for its kernel: the experiments' end-only default would leave one.
+    return timing.mnist1d_config(config, seed, keep_checkpoints=config.epochs + 1, checkpoint_epochs=1, **selection)
 
 
 def kernel_examples(labels_N: np.ndarray, num_classes: int) -> np.ndarray:
