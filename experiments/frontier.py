@@ -272,7 +272,8 @@ def close_pairs(config: Config, points: dict | None) -> set[tuple[str, float]]:
     `config.seeds`, a budget gets the extra seeds for each AtteNT method whose mean accuracy there is within
     2·max(std) of the compute-matched baseline's, plus that baseline; every extra seed also runs its own
     reference (budget 1.0's baseline, the moonshot's yardstick). Random subsets and InfoBatch keep
-    `config.seeds` (no verdict is drawn on them).
+    `config.seeds` (no verdict is drawn on them). Seeds added because the first ones were close make
+    those cells' intervals data-dependent: not nominal 95% intervals (the report says so).
     """
     if points is None:
         return {(m, b) for m in config.methods for b in config.budgets}

@@ -96,9 +96,9 @@ def markdown(config, env: dict, summary: dict, verdicts: list[dict], shot: dict)
     extra = [s for s in getattr(config, "extra_seeds", ()) if s not in config.seeds]
     seeds_line = (f"mean ± std over seeds {list(config.seeds)}"
                   + (f", plus seeds {extra} at the budgets where an AtteNT method came within 2 std of the baseline "
-                     "(those AtteNT methods, the baseline, and each extra seed's reference at budget 1.0; picked "
-                     "because the first seeds were close, so those cells lean toward 'not resolved'); the seeds "
-                     "column counts each cell's" if extra else ""))
+                     "(those AtteNT methods, the baseline, and each extra seed's reference at budget 1.0); as those cells "
+                     "were picked because their first seeds were close, their intervals are not nominal 95% "
+                     "intervals; the seeds column counts each cell's" if extra else ""))
     lines = ["# Accuracy against measured training cost (the frontier)\n",
              f"MNIST-1D, {config.num_train} training / {config.num_test} test examples; reference: all data, "
              f"{config.epochs} epochs, batch {config.batch_size}; {seeds_line}.\n",

@@ -38,11 +38,15 @@ def frontier_verdicts(results: Results) -> str:
     rows = []
     for v in data["verdicts"]:
         b = f"{v['budget']:g}"
-        a, base = s[v["method"]][b], s["all_data"][b]
+        a = s[v["method"]][b]
+        # The baseline over the cell's own seeds (it may have more: extra seeds, references), so that its
+        # accuracy minus the baseline's is the paired difference shown.
+        seeds = {p["seed"] for p in data["points"][v["method"]][b]}
+        base = [p for p in data["points"]["all_data"][b] if p["seed"] in seeds]
         rows.append([b, LABELS[v["method"]], len(v["diff_points"]), stats.fmt_mean_std(a["per_seed_cost"], 2),
-                     stats.fmt_mean_std(base["per_seed_cost"], 2), stats.fmt_mean_std(a["per_seed_accuracy_pct"], 2),
-                     stats.fmt_mean_std(base["per_seed_accuracy_pct"], 2), f"{v['mean']:+.2f}", _interval(v["ci95"]),
-                     v["verdict"]])
+                     stats.fmt_mean_std([p["cost"] for p in base], 2), stats.fmt_mean_std(a["per_seed_accuracy_pct"], 2),
+                     stats.fmt_mean_std([p["accuracy_pct"] for p in base], 2), f"{v['mean']:+.2f}",
+                     _interval(v["ci95"]), v["verdict"]])
     return _table(["budget", "method", "seeds", "its cost", "baseline's cost", "its acc. (%)", "baseline acc. (%)",
                    "difference (points)", "95% interval", "verdict"], rows)
 
@@ -50,10 +54,14 @@ def frontier_verdicts(results: Results) -> str:
 def frontier_others(results: Results) -> str:
     """The other methods on the same budgets: accuracy (mean ± std) and measured cost."""
     data = results.load(FRONTIER)
-    s, budgets = data["summary"], sorted(data["config"]["budgets"])
-    rows = [[LABELS[m]] + [f"{stats.fmt_mean_std(s[m][f'{b:g}']['per_seed_accuracy_pct'], 2)} "
-                           f"({stats.mean_std(s[m][f'{b:g}']['per_seed_cost'])[0]:.2f})" for b in budgets]
-            for m in data["config"]["methods"]]
+    budgets, main = sorted(data["config"]["budgets"]), set(data["config"]["seeds"])
+
+    def cell(m, b):
+        # The main seeds only, as every method has them: a cell with extra seeds would not compare.
+        ps = [p for p in data["points"][m][f"{b:g}"] if p["seed"] in main]
+        return (f"{stats.fmt_mean_std([p['accuracy_pct'] for p in ps], 2)} "
+                f"({stats.mean_std([p['cost'] for p in ps])[0]:.2f})")
+    rows = [[LABELS[m]] + [cell(m, b) for b in budgets] for m in data["config"]["methods"]]
     return _table(["method: acc. % (measured cost)"] + [f"B = {b:g}" for b in budgets], rows)
 
 

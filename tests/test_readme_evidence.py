@@ -43,11 +43,18 @@ def test_headline_counts_the_extra_seeds(tmp_path):
     payload = json.loads(path.read_text())
     for m, accs in (("all_data", [79.0, 83.0]), ("attent", [84.5, 85.5])):
         payload["points"][m]["0.5"] += [{"seed": s, "accuracy_pct": a, "cost": 0.5} for s, a in zip((3, 4), accs)]
+    # The extra seeds' references land in all data at budget 1 only: the verdict row there must compare
+    # AtteNT with the baseline over AtteNT's own 3 seeds (mean 91.00), not over all 5 (mean 92.60).
+    payload["points"]["all_data"]["1"] += [{"seed": s, "accuracy_pct": 95.0, "cost": 1.0} for s in (3, 4)]
     path.write_text(json.dumps(payload))
     assert frontier.main(["--report-only", "--out", str(path.parent)]) == 0
     line = readme_evidence.frontier_headline(Results(str(tmp_path)))
     assert "(3 seeds, 5 at budget 0.5; 95% paired intervals)" in line
-    assert "| 0.5 | AtteNT (Soft, paper schedules) | 5 |" in readme_evidence.frontier_verdicts(Results(str(tmp_path)))
+    table = readme_evidence.frontier_verdicts(Results(str(tmp_path)))
+    assert "| 0.5 | AtteNT (Soft, paper schedules) | 5 |" in table
+    assert "| 1 | AtteNT (Soft, paper schedules) | 3 | 1.00 ± 0.00 | 1.00 ± 0.00 | 89.17 ± 1.04 | 91.00 ± 1.00 | -1.83 |" in table
+    others = readme_evidence.frontier_others(Results(str(tmp_path)))
+    assert "91.00 ± 1.00 (1.00)" in others and "92.60" not in others
 
 
 def test_dial_edges_one_row_per_dataset(tmp_path):
