@@ -75,8 +75,8 @@ import sys
 import numpy as np
 
 from . import common, stats, timing
-from .frontier_report import (ATTENT_METHODS, LABELS, METHODS, NAME, interval_text, moonshot,  # noqa: F401
-                              paired_interval, regenerate, summarize, verdict, verdict_rows, write)
+from .frontier_report import (ATTENT_METHODS, LABELS, METHODS, NAME, added_seeds, interval_text,  # noqa: F401
+                              moonshot, paired_interval, regenerate, summarize, verdict, verdict_rows, write)
 
 _Q_MAX = 0.9            # InfoBatch's largest prune ratio used: beyond it, fewer epochs
 _SCORE_SHARE = 1 / 3    # first guess of a scoring pass's per-example cost over a training step's (forward only)
@@ -241,7 +241,7 @@ def run(config: Config, out_dir: str) -> dict:
     """Every seed's reference, then every budget and method (interleaved); JSON/markdown/figure; the payload."""
     from attent_jax.training.stages import load_dataset
 
-    extra_seeds = [s for s in config.extra_seeds if s not in config.seeds]   # `--seeds 0 1 2 3 4` runs each once
+    extra_seeds = added_seeds(config)   # `--seeds 0 1 2 3 4` runs each once
     env = common.environment(list(config.seeds) + extra_seeds)
     cal = Calibration()
     points: dict[str, dict[float, list[dict]]] = {m: {b: [] for b in config.budgets} for m in config.methods}

@@ -32,6 +32,11 @@ LABELS = {"all_data": "all data, fewer epochs (compute-matched)", "attent": "Att
 ATTENT_METHODS = ("attent", "attent_lr_steps")
 
 
+def added_seeds(config) -> list[int]:
+    """The extra seeds a run adds at its close cells: `extra_seeds` less any already among `seeds`."""
+    return [s for s in config.extra_seeds if s not in config.seeds]
+
+
 def summarize(config, points: dict) -> dict:
     out = {}
     for method, by_budget in points.items():
@@ -93,7 +98,7 @@ def markdown(config, env: dict, summary: dict, verdicts: list[dict], shot: dict)
     srows = [[f"{r['budget']:g}", LABELS[r["method"]], len(r["diff_points"]), f"{r['measured_cost']:.3f}",
               f"{r['mean']:+.2f}", "—" if math.isnan(r["ci95"][0]) else f"[{r['ci95'][0]:+.2f}, {r['ci95'][1]:+.2f}]",
               "yes" if r["reached"] else "no"] for r in shot["rows"]]
-    extra = [s for s in getattr(config, "extra_seeds", ()) if s not in config.seeds]
+    extra = added_seeds(config)
     seeds_line = (f"mean ± std over seeds {list(config.seeds)}"
                   + (f", plus seeds {extra} at the budgets where an AtteNT method came within 2 std of the baseline "
                      "(those AtteNT methods, the baseline, and each extra seed's reference at budget 1.0); as those cells "
@@ -132,7 +137,7 @@ def plot(config, summary: dict, out_dir: str) -> str:
     ax.set_ylabel("final test accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    extra = [s for s in getattr(config, "extra_seeds", ()) if s not in config.seeds]
+    extra = added_seeds(config)
     ax.set_title(f"MNIST-1D frontier (mean over {len(config.seeds)} seeds" + (f", {len(config.seeds) + len(extra)} where "
                  "AtteNT is close" if extra else "") + "; band ±1 std)")
     return common.save_figure(fig, os.path.join(out_dir, f"{NAME}.png"))

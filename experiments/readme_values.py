@@ -131,7 +131,7 @@ FUNCTIONS: dict[str, Callable] = {
     "flat": _flat, "column": lambda lists, i: [v[i] for v in lists], "verdict": lambda ok: stats.verdict(
         None if ok is None else bool(ok)),
     # A paper claim's measured verdict (True / False / None: not resolved within the script's margin).
-    "claim": lambda ok: _claim(ok),
+    "claim": _claim,
 }
 _BINOPS = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: np.divide, ast.Pow: np.power}
 _CMPOPS = {ast.Gt: np.greater, ast.GtE: np.greater_equal, ast.Lt: np.less, ast.LtE: np.less_equal,
