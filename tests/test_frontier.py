@@ -169,3 +169,19 @@ def test_an_extra_seed_runs_its_reference_and_the_close_pairs(monkeypatch, tmp_p
     frontier._measure_seed(config, str(tmp_path), 3, _cal(3), points, [], {("attent", 0.5), ("all_data", 0.5)})
     assert ran == ["reference_seed3", "all_data_b0.5_seed3", "attent_b0.5_seed3"]
     assert [p["seed"] for p in points["all_data"][1.0]] == [3] and points["random"][0.5] == []
+
+
+def test_report_only_of_a_file_from_before_extra_seeds_claims_none(tmp_path):
+    """Catches --report-only filling a missing extra_seeds with the default (3, 4): the rebuilt report would
+    say seeds were added that the run never trained."""
+    from attent_experiments import common
+    config = dataclasses.replace(frontier.QUICK, seeds=(0, 1, 2), methods=("all_data", "attent"))
+    fields = {k: v for k, v in dataclasses.asdict(config).items() if k != "extra_seeds"}
+    points = _points({"all_data": {0.5: [80.0, 81.0, 82.0], 1.0: [90.0, 91.0, 92.0]},
+                      "attent": {0.5: [84.0, 85.0, 86.5], 1.0: [90.0, 91.0, 92.0]}})
+    payload = {"config": fields, "environment": common.environment(config.seeds), "verdicts": [],
+               "points": {m: {f"{b:g}": ps for b, ps in bs.items()} for m, bs in points.items()}}
+    (tmp_path / "frontier.json").write_text(json.dumps(payload))
+    assert frontier.main(["--report-only", "--out", str(tmp_path)]) == 0
+    assert "plus seeds" not in (tmp_path / "frontier.md").read_text()
+    assert json.loads((tmp_path / "frontier.json").read_text())["config"]["extra_seeds"] == []
