@@ -5,7 +5,7 @@ Two measurements of ``--data-placement host`` (`attent_jax.training.host_data`):
 1. **Step rate** (part "rate"). The quick MNIST-1D encoder (``TrainConfig(task="mnist1d",
    quick=True)``, all data, no selection, so every epoch has the same steps) trained
    with the dataset on the device (gathered there by the jitted step) and on the
-   host (each batch read by a prefetch thread and copied in). Repetitions are
+   host (batches read by a prefetch thread and copied in blocks of eight). Repetitions are
    interleaved (device, host, device, host, ...) so a drifting machine load
    favours neither. Step rate = the library's steady-state ``examples_per_s``
    (optimizer steps only, each epoch's first step excluded) / batch size. The
@@ -21,7 +21,9 @@ Two measurements of ``--data-placement host`` (`attent_jax.training.host_data`):
    ``scores_N`` (float32), ``seen_N`` and ``selected_N`` (bool), ``weights_N``
    (float32) and the epoch's ``order`` (int32), plus a second ``order`` of the
    state the epoch started from (held by the loop while the epoch trains), 18
-   bytes per example; the script reports the growth beyond those. Bytes are
+   bytes per example; the script reports the growth beyond those. (The
+   prefetched blocks of batches are the same size at every N, as long as each
+   epoch has more blocks than the prefetch holds; the sizes keep to that.) Bytes are
    counted per distinct device buffer (an array passed through a jitted step
    can come back as a second ``jax.Array`` on the same buffer); the plain sum
    over ``jax.live_arrays()`` is recorded too.
@@ -38,8 +40,8 @@ Outputs (``--out``, default experiments/results/bench_data): bench_data.json,
 bench_data.md, bench_data.png.
 
 Run:
-    python -m experiments.bench_data            # full: rate (5 pairs) + memory at N = 10,000 and 1,000,000
-    python -m experiments.bench_data --quick    # CI: 1 pair, N = 1,000 and 10,000
+    python -m experiments.bench_data            # full: rate (7 pairs) + memory at N = 10,000 and 1,000,000
+    python -m experiments.bench_data --quick    # CI: 1 pair, N = 4,000 and 10,000
     python -m experiments.bench_data --parts memory   # only the memory part
 """
 
@@ -68,10 +70,10 @@ PER_EXAMPLE_ARRAYS = {"scores_N": 4, "seen_N": 1, "selected_N": 1, "weights_N": 
 @dataclasses.dataclass(frozen=True)
 class Config:
     parts: tuple = PARTS             # which measurements: rate and/or memory
-    repeats: int = 5                 # rate: interleaved (device, host) pairs of runs
-    rate_epochs: int = 4             # rate: epochs per run (quick mnist1d: 2000 examples, 31 steps each)
+    repeats: int = 7                 # rate: interleaved (device, host) pairs of runs
+    rate_epochs: int = 12            # rate: epochs per run (quick mnist1d: 2000 examples, 31 steps each; 4 timed 0.06-s windows: too noisy)
     batch_size: int = 64             # global batch of every run
-    prefetch: int = 2                # host placement: batches prefetched ahead
+    prefetch: int = 2                # host placement: blocks of 8 batches prefetched ahead
     target_ratio: float = 0.95       # rate: PASS if host / device step rate is at least this
     sizes: tuple = (10000, 1000000)  # memory: training set sizes N (host placement at each; device at the first)
     memory_steps: int = 40           # memory: optimizer steps before the measurement (the run stops there)
@@ -97,7 +99,8 @@ class Config:
         common.check_seeds(self.seeds)
 
 
-QUICK = Config(repeats=1, rate_epochs=2, sizes=(1000, 10000), memory_steps=5, base_examples=1000, num_test=200)
+# sizes: at least 4 blocks of 8 batches per epoch at both N, so both runs hold the same prefetched blocks when measured.
+QUICK = Config(repeats=1, rate_epochs=2, sizes=(4000, 10000), memory_steps=5, base_examples=1000, num_test=200)
 
 
 # =========================================================================== step rate

@@ -154,6 +154,38 @@ def test_a_process_reads_only_its_devices_rows():
     np.testing.assert_array_equal(local["x"][:, 0], order[16:32])
 
 
+def test_epoch_batches_hand_each_position_its_batch_in_a_block_and_read_only_those_positions():
+    """Positions 3..12 of an epoch travel in blocks of BLOCK batches; the step takes batch ``pos % BLOCK``.
+
+    Catches a block misaligned with the positions (the step would train on another batch), a resumed epoch's
+    first block read from position 0 (the rows before `start` read in vain), and the last block padded with
+    rows read from the source (a record source may decode each row at a cost).
+    """
+    from attent_jax.training.mesh import make_mesh
+
+    assert host_data.BLOCK == 8   # positions 3..12 span blocks 0 (positions 0-7) and 1 (8-15)
+    B, order = 4, np.random.default_rng(1).permutation(100).astype(np.int32)
+
+    class Recording(host_data.RecordSource):
+        read_ids = []
+
+        def read(self, idx):
+            self.read_ids.extend(idx.tolist())
+            return super().read(idx)
+
+    source = Recording([{"x": np.array([float(i)], np.float32)} for i in range(100)])
+    sharding = jax.sharding.NamedSharding(make_mesh(), jax.sharding.PartitionSpec("data"))
+    batches = host_data.epoch_batches(source, order, B, sharding, start=3, stop=13, depth=2)
+    with jax.transfer_guard("allow"):
+        blocks = [jax.device_get(block) for block in batches]
+    assert len(blocks) == 10
+    for pos, block in zip(range(3, 13), blocks):
+        np.testing.assert_array_equal(block["idx"][pos % 8], order[pos * B:(pos + 1) * B])
+        np.testing.assert_array_equal(block["x"][pos % 8, :, 0], order[pos * B:(pos + 1) * B])
+    assert Recording.read_ids == order[3 * B:13 * B].tolist()
+    assert list(host_data.epoch_batches(source, order, B, sharding, start=5, stop=5, depth=2)) == []
+
+
 def test_npy_folder_is_memory_mapped_and_reads_rows(tmp_path):
     """save_npy_dir + open_npy_dir: memory maps (nothing loaded), rows read in the requested order."""
     x = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)

@@ -39,6 +39,17 @@ def test_bad_config_is_a_one_line_error():
     assert mae_pretrain.main(["--quick", "--budgets", "1.5"]) == 2
 
 
+def test_a_patch_size_that_does_not_divide_the_signal_fails_before_any_work(tmp_path, capsys):
+    """Catches the check left to the encoder, which runs only after MNIST-1D is generated: a traceback after
+    work instead of a one-line error and exit code 2 with nothing written."""
+    with pytest.raises(ValueError, match="patch_size: got 3, expected a divisor of MNIST-1D's signal length 40"):
+        dataclasses.replace(mae_pretrain.QUICK, patch_size=3)
+    assert mae_pretrain.main(["--quick", "--patch-size", "3", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "mae_pretrain: error: patch_size: got 3, expected a divisor of MNIST-1D's signal length 40"]
+    assert not (tmp_path / "out").exists()
+
+
 def test_quick_run_writes_its_outputs_and_its_numbers_follow(tmp_path):
     assert mae_pretrain.main(["--quick", "--out", str(tmp_path)]) == 0
     payload = json.loads((tmp_path / "mae_pretrain.json").read_text())

@@ -79,3 +79,68 @@ def test_flush_reads_each_steps_packed_metrics_in_step_metrics_order(tmp_path):
     session.step_done(jnp.array([5.0, 0.5, 0.5, 0.0], jnp.float32), compiled=True)
     with pytest.raises(run_log.NonFiniteLossError, match="became 5.0 .* at step 3"):
         session.flush(stage)
+
+
+def _session(tmp_path, name, log_every):
+    from attent_jax.training.config import RunConfig
+
+    log = run_log.MetricsLog(str(tmp_path / name), enabled=True)
+    return run_log.Session(RunConfig(batch_size=4, log_every=log_every, progress_bar=False), 1e-3, [1], 10, None,
+                           log, {}, False), log
+
+
+def _records(path):
+    drop = ("wall_time", "examples_per_s")
+    return [{k: v for k, v in json.loads(line).items() if k not in drop} for line in path.read_text().splitlines()]
+
+
+def test_a_lagged_flush_leaves_the_newest_steps_queued_and_logs_the_same_records(tmp_path):
+    """The loop flushes through each log_every-th step `LOG_LAG` steps later, leaving the newest on device (so the
+    device is not idled by the host's logging). Catches a flush that fetches them anyway (it would stall
+    the device again), and records that differ from flushing at the log_every-th step itself: the wrong
+    step, examples_seen counted to the newest dispatched step, or two log periods merged into one record."""
+    import types
+
+    import jax.numpy as jnp
+
+    stage = types.SimpleNamespace(name="train", num_train=52, has_accuracy=True)
+    losses = [float(i) for i in range(1, 14)]   # 13 steps: the epoch ends between log steps
+    now, now_log = _session(tmp_path, "now.jsonl", log_every=4)
+    late, late_log = _session(tmp_path, "late.jsonl", log_every=4)
+    for i, loss in enumerate(losses):
+        step = i + 1
+        metrics = jnp.array([loss, 0.5, 0.1 * step, 1.0], jnp.float32)
+        now.step_done(metrics, compiled=True)
+        late.step_done(metrics, compiled=True)
+        if step % 4 == 0:
+            now.flush(stage)
+        if step % 4 == 2 and step > 2:
+            late.flush(stage, through=step - 2)
+            assert [s for s, _ in late.pending] == [step - 1, step]
+        if step == 7:   # the step a mid-epoch checkpoint would save: a full flush, as the loop does before it
+            now.flush(stage)
+            late.flush(stage)
+    now.flush(stage)
+    late.flush(stage)
+    now_log.close()
+    late_log.close()
+    expected = _records(tmp_path / "now.jsonl")
+    assert [r["step"] for r in expected] == [4, 7, 8, 12, 13]
+    assert [r["examples_seen"] for r in expected] == [16, 28, 32, 48, 52]
+    assert _records(tmp_path / "late.jsonl") == expected
+    assert late.epoch_loss == now.epoch_loss == {"sum": sum(losses), "count": 13}
+
+
+def test_a_lagged_flush_names_the_step_that_went_non_finite(tmp_path):
+    """Catches a NaN stop that names the newest dispatched step instead of the one whose loss was bad."""
+    import types
+
+    import jax.numpy as jnp
+
+    stage = types.SimpleNamespace(name="train", num_train=40, has_accuracy=False)
+    session, log = _session(tmp_path, "m.jsonl", log_every=4)
+    for step in range(1, 7):
+        session.step_done(jnp.array([1.0, 0.0, 0.1, 0.0 if step == 3 else 1.0], jnp.float32), compiled=True)
+    with pytest.raises(run_log.NonFiniteLossError, match="at step 3,"):
+        session.flush(stage, through=4)
+    log.close()

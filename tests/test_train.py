@@ -279,3 +279,34 @@ def test_checkpoint_epochs_saves_every_kth_epoch_end_and_the_last(tmp_path):
     assert steps == [12, 16, 20]   # step 12 (checkpoint_every), epoch 3's end (16), the last epoch's (20)
     assert TrainConfig.from_flat(task="mnist1d", quick=True).resolve().run.checkpoint_epochs == 10
     assert TrainConfig.from_flat(task="teach", quick=True).resolve().run.checkpoint_epochs == 1
+
+
+def test_log_records_end_at_each_log_every_step_though_fetched_late(reference, tmp_path):
+    """The loop fetches a log_every-th step's metrics `LOG_LAG` steps later (so the device keeps busy), yet its
+    record must end at that step and average exactly that period's losses. Catches the record labelled with
+    the step it was fetched at, a period cut at the fetch, and steps lost or counted twice at epoch ends
+    and mid-epoch checkpoints (the reference run logs every step, so its losses are the per-step truth)."""
+    assert 5 > train.LOG_LAG   # otherwise the loop does not lag and this tests nothing new
+    logged_at_epoch_end = {}
+
+    def on_step(step):
+        # At an epoch's last step the loop has waited for the epoch's steps (its record is written): the
+        # experiments time epochs by on_step's clock, so a late fetch here would time dispatch, not training.
+        if step in (8, 12, 16, 20):
+            with open(tmp_path / "run" / "metrics.jsonl") as f:
+                logged_at_epoch_end[step] = [r["step"] for r in map(json.loads, f) if r["event"] == "train"][-1]
+
+    train.train_and_evaluate(TrainConfig.from_flat(**dict(CONFIG, log_every=5, checkpoint_every=7)),
+                             str(tmp_path / "run"), on_step=on_step)
+    assert logged_at_epoch_end == {8: 8, 12: 12, 16: 16, 20: 20}
+    with open(tmp_path / "run" / "metrics.jsonl") as f:
+        records = [r for r in map(json.loads, f) if r["event"] == "train"]
+    # Multiples of 5, epoch ends (8, 12, 16, 20) and mid-epoch checkpoints (7, 14), each once.
+    assert [r["step"] for r in records] == [5, 7, 8, 10, 12, 14, 15, 16, 20]
+    assert [r["examples_seen"] for r in records] == [8 * r["step"] for r in records]
+    per_step = dict(_train_losses(reference["workdir"]))
+    start = 0
+    for r in records:
+        np.testing.assert_allclose(r["train_loss"], np.mean([per_step[s] for s in range(start + 1, r["step"] + 1)]),
+                                   rtol=1e-6)
+        start = r["step"]

@@ -231,7 +231,7 @@ class RunConfig:
     eval_batch_size: int = 256     # chunk of the scoring and evaluation passes (rounded up to the device count)
     fsdp: bool = False             # shard big params and optimizer state over the "data" axis
     data_placement: str = "device"  # device (whole dataset copied to every device, gathered there) | host (stays on the host; each process reads its devices' rows)
-    prefetch: int = 2              # host placement: batches read and copied ahead by a background thread
+    prefetch: int = 2              # host placement: blocks of 8 batches read and copied ahead by a background thread
     fsdp_min_size: int = 16384     # params with fewer elements stay replicated under fsdp
     seed: int = 0                  # seeds the model init, the teacher and the data order
     log_every: int = 20            # fetch metrics, log and check for NaN every this many steps

@@ -21,7 +21,8 @@ the loop runs under ``jax.transfer_guard("disallow")``: with
 device-resident dataset with the epoch's index array; with ``"host"`` a
 prefetch thread reads each process's rows of the next batches in the epoch's
 order (fetched once per epoch) and copies them explicitly. Metrics leave the
-device only by an explicit ``jax.device_get`` every ``log_every`` steps.
+device only by an explicit ``jax.device_get`` every ``log_every`` steps (`LOG_LAG` steps late, so
+the device does not wait for the host's logging).
 
 Static shapes: the batch size is fixed, so an epoch of ``n_active`` selected
 examples runs ⌊n_active / batch_size⌋ steps and its last partial batch is
@@ -66,7 +67,7 @@ from attent_jax.models.lora import lora_builder
 from attent_jax.training.checkpoint import Checkpointer
 from attent_jax.training.config import TrainConfig
 from attent_jax.training.evaluation import evaluate_stage, make_eval
-from attent_jax.training.host_data import epoch_batches
+from attent_jax.training.host_data import BLOCK, block_sharding, epoch_batches
 from attent_jax.training.mesh import check_batch_divisible, initialize_distributed, make_mesh
 from attent_jax.training.optim import learning_rate, make_optimizer
 from attent_jax.training.run_log import NonFiniteLossError  # noqa: F401  (raised by train_and_evaluate; import it from here)
@@ -80,6 +81,8 @@ from attent_jax.training.workdir import (CHECKPOINT_DIR, CONFIG_FILE, METRICS_FI
 
 # The clock entries a train step reads (it gets them from the host's clock as one int32 array).
 STEP_CLOCK = ("pos", "stage_step", "epoch", "steps_in_epoch")
+# Steps a log flush leaves queued on the device (when log_every exceeds it): see `run_log.Session.flush`.
+LOG_LAG = 3
 
 
 def _non_finite_scores(teacher_state):
@@ -197,11 +200,15 @@ class Trainer:
         metric_sh = self.replicated
         sh = self.stage_shardings[si]
         if self.host_data:
-            # The batch and its example ids arrive assembled from every process's rows, split over "data".
-            def host_step(state, batch, clock_4):
-                batch = dict(batch)
-                return *train(state, batch, batch.pop("idx"), dict(zip(STEP_CLOCK, clock_4))), next_clock(clock_4)
-            return jax.jit(host_step, in_shardings=(sh, self.batch_sharding, self.replicated),
+            # A block of BLOCK batches and their example ids arrives assembled from every process's rows, each
+            # batch split over "data"; this step trains on the block's batch at its position (host_data.epoch_batches).
+            def host_step(state, block, clock_4):
+                clock = dict(zip(STEP_CLOCK, clock_4))
+                batch = {k: jax.lax.with_sharding_constraint(
+                    jax.lax.dynamic_index_in_dim(v, clock["pos"] % BLOCK, keepdims=False), self.batch_sharding)
+                    for k, v in block.items()}
+                return *train(state, batch, batch.pop("idx"), clock), next_clock(clock_4)
+            return jax.jit(host_step, in_shardings=(sh, block_sharding(self.batch_sharding), self.replicated),
                            out_shardings=(sh, metric_sh, self.replicated), donate_argnums=(0, 2))
 
         def step(state, data, clock_4):
@@ -308,6 +315,7 @@ class Trainer:
         inputs = iter(prefetcher) if prefetcher is not None else itertools.repeat(data)
         run.start_window()
         first = True
+        lag = LOG_LAG if config.log_every > LOG_LAG else 0
         # One host->device copy of the clock per epoch (or resumed session); each step returns the next one.
         # (A copy per step cost about as much host time as a small model's whole step.)
         clock_4 = self._put(np.array([clock[k] for k in STEP_CLOCK], np.int32))
@@ -321,8 +329,14 @@ class Trainer:
                     run.start_timer()
                     first = False
                 last_of_epoch = pos + 1 == clock["steps_in_epoch"]
-                if clock["step"] % config.log_every == 0 or last_of_epoch:
+                if last_of_epoch:
+                    # Waits for the epoch's steps: on_step(last step) then marks when they are done (the
+                    # experiments time epochs by on_step's clock).
                     run.flush(stage)
+                elif clock["step"] % config.log_every == lag:
+                    # The log_every-th step's metrics, fetched `lag` steps late (those keep the device busy); the
+                    # same step on every process, so all of them stop at the same flush if a loss is NaN.
+                    run.flush(stage, through=clock["step"] - lag)
                 if clock["step"] % config.checkpoint_every == 0 and not last_of_epoch:
                     run.flush(stage)
                     run.save(state)

@@ -68,7 +68,7 @@ class Session:
         if self.clock["planned"]:  # resumed mid-epoch
             self.epoch_loss.update(meta.get("epoch_loss", {}))
         self._start = time.perf_counter() - self.totals["wall_time"]
-        self.pending: list = []  # per-step metrics still on device
+        self.pending: list = []  # (step, metrics still on device) per step not yet flushed
         self._window = {"t": time.perf_counter(), "examples": 0}
         self._timed = {"examples": 0, "seconds": 0.0, "since": None}
         self.bar = progress_bar(config.progress_bar and jax.process_index() == 0, total_steps, self.clock["step"])
@@ -93,9 +93,9 @@ class Session:
 
     def step_done(self, metrics, compiled: bool) -> None:
         batch = self.config.batch_size
-        self.pending.append(metrics)
         self.clock.update(step=self.clock["step"] + 1, pos=self.clock["pos"] + 1,
                           stage_step=self.clock["stage_step"] + 1)
+        self.pending.append((self.clock["step"], metrics))
         self.examples_seen += batch
         self._window["examples"] += batch
         if compiled:
@@ -120,32 +120,49 @@ class Session:
         return (f"the last good checkpoint is step {self.last_saved} in {self.ckpt.directory}"
                 if self.last_saved is not None else "no checkpoint was saved")
 
-    def flush(self, stage) -> None:
-        """Fetch the pending metrics (explicitly), stop on NaN/Inf, log a record and update the bar."""
-        if not self.pending:
+    def flush(self, stage, through: int | None = None) -> None:
+        """Fetch the pending metrics of steps up to `through` (all if None), stop on NaN/Inf, log, update the bar.
+
+        The loop fetches a log_every-th step's metrics a few steps later (while
+        the device still has those steps queued): fetching the newest step
+        would idle the device while the host reads and writes the record, which
+        cost small models about 3% of their step rate. The fetched steps are
+        logged as one record per log_every-th step they cross (and one for the
+        rest), so the records do not depend on where the flushes fall.
+        """
+        n = len(self.pending) if through is None else sum(1 for step, _ in self.pending if step <= through)
+        if n == 0:
             return
         # Each step's metrics are one array (STEP_METRICS): fetching is one transfer per step.
-        values = [dict(zip(STEP_METRICS, v.tolist())) for v in jax.device_get(self.pending)]
-        self.pending.clear()
+        steps = [step for step, _ in self.pending[:n]]
+        values = [dict(zip(STEP_METRICS, v.tolist())) for v in jax.device_get([m for _, m in self.pending[:n]])]
+        del self.pending[:n]
         bad = [i for i, v in enumerate(values) if not bool(v["finite"])]
         if bad:
-            step = self.clock["step"] - len(values) + bad[0] + 1
-            where = self._last_good()
             raise NonFiniteLossError(
-                f"training loss became {float(values[bad[0]]['loss'])} (or the parameters non-finite) at step {step}, "
-                f"epoch {self.clock['epoch']}; stopped: {where}. Lower --learning-rate "
+                f"training loss became {float(values[bad[0]]['loss'])} (or the parameters non-finite) at step "
+                f"{steps[bad[0]]}, epoch {self.clock['epoch']}; stopped: {self._last_good()}. Lower --learning-rate "
                 f"(got {self.learning_rate}) or set --grad-clip.")
         now = time.perf_counter()
         rate = self._window["examples"] / max(now - self._window["t"], 1e-9)
         self._window.update(t=now, examples=0)
+        every, start = self.config.log_every, 0
+        for i, step in enumerate(steps):
+            if step % every == 0 or i + 1 == len(steps):
+                self._record(stage, steps[i], values[start:i + 1], rate)
+                start = i + 1
+
+    def _record(self, stage, step: int, values: list[dict], rate: float) -> None:
         for v in values:  # one at a time: the same sum whatever the flush boundaries
             self.epoch_loss["sum"] += float(v["loss"])
             self.epoch_loss["count"] += 1
         loss = float(np.mean([v["loss"] for v in values]))
         acc = float(np.mean([v["accuracy"] for v in values]))
         selected = self.n_active / stage.num_train
-        record = {"event": "train", "step": self.clock["step"], "stage": stage.name, "epoch": self.clock["epoch"],
-                  "wall_time": self.wall(), "examples_seen": self.examples_seen, "train_loss": loss,
+        # The examples seen up to `step`: later steps may already be counted (dispatched, not yet fetched).
+        seen = self.examples_seen - (self.clock["step"] - step) * self.config.batch_size
+        record = {"event": "train", "step": step, "stage": stage.name, "epoch": self.clock["epoch"],
+                  "wall_time": self.wall(), "examples_seen": seen, "train_loss": loss,
                   "lr": float(values[-1]["lr"]), "fraction_selected": selected, "examples_per_s": rate,
                   **self._timings()}
         postfix = {"loss": f"{loss:.4g}", "sel": f"{selected:.0%}", "ex/s": f"{rate:.0f}"}
