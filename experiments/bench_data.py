@@ -4,12 +4,15 @@ Two measurements of ``--data-placement host`` (`attent_jax.training.host_data`):
 
 1. **Step rate** (part "rate"). The quick MNIST-1D encoder (``TrainConfig(task="mnist1d",
    quick=True)``, all data, no selection, so every epoch has the same steps) trained
-   with the dataset on the device (gathered there by the jitted step) and on the
-   host (batches read by a prefetch thread and copied in blocks of eight). Repetitions are
-   interleaved (device, host, device, host, ...) so a drifting machine load
-   favours neither. Step rate = the library's steady-state ``examples_per_s``
-   (optimizer steps only, each epoch's first step excluded) / batch size. The
-   reported ratio is median(host) / median(device); target ≥ `target_ratio`.
+   with the dataset on the device (gathered there by the jitted step), on the
+   host (batches read by a prefetch thread and copied in blocks of `host_block`),
+   and on the host copied one batch at a time (``host_block=1``, the A/B of the
+   blocks). Repetitions are interleaved, the order turned by one each
+   repetition, so a drifting machine load favours none. Step rate = the
+   library's steady-state ``examples_per_s`` (optimizer steps only, each epoch's
+   first step excluded) / batch size. The reported ratio is median(host) /
+   median(device), with the sign-test interval of the per-repetition ratios'
+   median; target ≥ `target_ratio`.
 
 2. **Device memory** (part "memory"). MNIST-1D at N = `sizes` examples, written
    once to a folder of ``.npy`` files and trained from their memory maps in host
@@ -40,8 +43,8 @@ Outputs (``--out``, default experiments/results/bench_data): bench_data.json,
 bench_data.md, bench_data.png.
 
 Run:
-    python -m experiments.bench_data            # full: rate (7 pairs) + memory at N = 10,000 and 1,000,000
-    python -m experiments.bench_data --quick    # CI: 1 pair, N = 4,000 and 10,000
+    python -m experiments.bench_data            # full: rate (7 repetitions) + memory at N = 10,000 and 1,000,000
+    python -m experiments.bench_data --quick    # CI: 1 repetition, N = 4,000 and 10,000
     python -m experiments.bench_data --parts memory   # only the memory part
 """
 
@@ -70,10 +73,11 @@ PER_EXAMPLE_ARRAYS = {"scores_N": 4, "seen_N": 1, "selected_N": 1, "weights_N": 
 @dataclasses.dataclass(frozen=True)
 class Config:
     parts: tuple = PARTS             # which measurements: rate and/or memory
-    repeats: int = 7                 # rate: interleaved (device, host) pairs of runs
+    repeats: int = 7                 # rate: interleaved repetitions of (device, host, host one batch per copy)
     rate_epochs: int = 12            # rate: epochs per run (quick mnist1d: 2000 examples, 31 steps each; 4 timed 0.06-s windows: too noisy)
     batch_size: int = 64             # global batch of every run
-    prefetch: int = 2                # host placement: blocks of 8 batches prefetched ahead
+    prefetch: int = 2                # host placement: blocks of batches prefetched ahead
+    host_block: int = 8              # rate: batches per host->device copy of the host runs (the others copy 1)
     target_ratio: float = 0.95       # rate: PASS if host / device step rate is at least this
     sizes: tuple = (10000, 1000000)  # memory: training set sizes N (host placement at each; device at the first)
     memory_steps: int = 40           # memory: optimizer steps before the measurement (the run stops there)
@@ -86,7 +90,7 @@ class Config:
 
     def __post_init__(self):
         common.check_choices("parts", self.parts, PARTS)
-        for name in ("repeats", "rate_epochs", "batch_size", "prefetch", "memory_steps", "base_examples",
+        for name in ("repeats", "rate_epochs", "batch_size", "prefetch", "host_block", "memory_steps", "base_examples",
                      "num_test"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: got {getattr(self, name)!r}, expected an int >= 1")
@@ -114,23 +118,37 @@ def _train_config(placement: str, config: Config, **fields):
     return TrainConfig.from_flat(**{**base, **fields})
 
 
+RATE_RUNS = {"device": dict(data_placement="device"), "host": dict(data_placement="host"),
+             "host_per_batch": dict(data_placement="host", host_block=1)}
+
+
 def measure_rate(config: Config, out_dir: str) -> dict:
-    """Interleaved device/host runs of the quick mnist1d model; step rates and their ratio."""
+    """Interleaved device / host / host-per-batch runs of the quick mnist1d model; step rates and ratios."""
     from attent_jax.training.loop import train_and_evaluate
 
-    rates = {"device": [], "host": []}
+    rates = {name: [] for name in RATE_RUNS}
+    order = []
     for rep in range(config.repeats):
-        for placement in ("device", "host"):
-            workdir = os.path.join(out_dir, "runs", f"rate_{placement}_{rep}")
+        names = list(RATE_RUNS)[rep % len(RATE_RUNS):] + list(RATE_RUNS)[:rep % len(RATE_RUNS)]
+        order.append(names)
+        for name in names:
+            fields = dict(RATE_RUNS[name])
+            fields.setdefault("host_block", config.host_block)
+            workdir = os.path.join(out_dir, "runs", f"rate_{name}_{rep}")
             shutil.rmtree(workdir, ignore_errors=True)
-            result = train_and_evaluate(_train_config(placement, config), workdir)
-            rates[placement].append(result["examples_per_s"] / config.batch_size)
+            result = train_and_evaluate(_train_config(fields.pop("data_placement"), config, **fields), workdir)
+            rates[name].append(result["examples_per_s"] / config.batch_size)
             shutil.rmtree(workdir, ignore_errors=True)
-            print(f"[{NAME}] rate {placement} #{rep}: {rates[placement][-1]:.1f} steps/s "
+            print(f"[{NAME}] rate {name} #{rep}: {rates[name][-1]:.1f} steps/s "
                   f"(load {os.getloadavg()[0]:.1f})", flush=True)
-    ratio = statistics.median(rates["host"]) / statistics.median(rates["device"])
-    return {"steps_per_s": rates, "pair_ratios": [h / d for h, d in zip(rates["host"], rates["device"])],
-            "ratio": ratio, "pass": bool(ratio >= config.target_ratio)}
+    out = {"steps_per_s": rates, "order": order}
+    for name, key in (("host", ""), ("host_per_batch", "_per_batch")):
+        pairs = [h / d for h, d in zip(rates[name], rates["device"])]
+        ratio = statistics.median(rates[name]) / statistics.median(rates["device"])
+        interval = stats.median_interval(pairs)
+        out.update({f"pair_ratios{key}": pairs, f"ratio{key}": ratio, f"pass{key}": bool(ratio >= config.target_ratio),
+                    f"interval{key}": list(interval) if interval else None})
+    return out
 
 
 # =========================================================================== memory
@@ -254,12 +272,17 @@ def markdown(config: Config, env: dict, payload: dict) -> str:
     lines = [f"# {NAME}: host data placement", "", common.environment_line(env), ""]
     if "rate" in payload:
         r = payload["rate"]
+        def interval(key):
+            i = r[f"interval{key}"]
+            return f" (per-repetition ratios' median {i[0]:.3f}–{i[1]:.3f}, sign-test {i[2]:.1%})" if i else ""
+
         lines += ["## Step rate, quick mnist1d (steps/s; interleaved repetitions)", "",
-                  stats.markdown_table(["placement", "steps/s per run", "median"],
+                  stats.markdown_table(["run", "steps/s per run", "median"],
                                        [[p, ", ".join(f"{v:.1f}" for v in r["steps_per_s"][p]),
-                                         f"{statistics.median(r['steps_per_s'][p]):.1f}"] for p in ("device", "host")]),
-                  "", f"host / device = **{r['ratio']:.3f}** (target ≥ {config.target_ratio}): "
-                      f"{stats.verdict(r['pass'])}", ""]
+                                         f"{statistics.median(r['steps_per_s'][p]):.1f}"] for p in RATE_RUNS]),
+                  "", f"host (blocks of {config.host_block} batches) / device = **{r['ratio']:.3f}**{interval('')} "
+                      f"(target ≥ {config.target_ratio}): {stats.verdict(r['pass'])}", "",
+                  f"host one batch per copy / device = {r['ratio_per_batch']:.3f}{interval('_per_batch')}", ""]
     if "memory" in payload:
         m = payload["memory"]
         rows = [[r["placement"], f"{r['n']:,}", f"{r['dataset_bytes'] / 2**20:.1f} MiB",
@@ -280,7 +303,8 @@ def plot(payload: dict, out_dir: str) -> str:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     if "rate" in payload:
         r = payload["rate"]
-        axes[0].bar(["device", "host"], [statistics.median(r["steps_per_s"][p]) for p in ("device", "host")])
+        axes[0].bar(["device", f"host\n(blocks of {payload['config']['host_block']})", "host\n(1 batch per copy)"],
+                    [statistics.median(r["steps_per_s"][p]) for p in RATE_RUNS])
         axes[0].set_ylabel("steps/s (median)")
         axes[0].set_title(f"quick mnist1d, host/device = {r['ratio']:.2f}")
     if "memory" in payload:

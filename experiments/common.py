@@ -158,10 +158,15 @@ def environment(seeds=None) -> dict:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count()
-    commit = None
+    commit = dirty = None
+    here = os.path.dirname(os.path.abspath(__file__))
     with contextlib.suppress(Exception):
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None
+                                cwd=here).stdout.strip() or None
+        # Uncommitted changes to tracked files: the numbers then come from code that git_commit does not hold.
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                text=True, timeout=5, cwd=here)
+        dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
     env = {
         "platform": devices[0].platform,
         "device_kind": devices[0].device_kind,
@@ -173,6 +178,7 @@ def environment(seeds=None) -> dict:
         "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "git_commit": commit,
+        "git_dirty": dirty,
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }

@@ -39,6 +39,25 @@ def fmt_mean_std(values, digits: int = 2, scale: float = 1.0) -> str:
     return text + (f" ({missing}/{len(values)} not reached)" if missing else "")
 
 
+def median_interval(values, level: float = 0.95) -> tuple[float, float, float] | None:
+    """A distribution-free interval for the median: order statistics (lo, hi) and their exact coverage.
+
+    The sign-test interval ``[x_(k), x_(n-k+1)]`` with the largest k whose
+    coverage ``1 - 2 P(Binomial(n, 1/2) < k)`` is still at least `level`; None
+    when even the whole range covers less (n = 5 or fewer at 0.95). It assumes
+    only independent draws from one continuous distribution.
+    """
+    x = np.sort(np.asarray(values, dtype=float))
+    n = x.size
+    best = None
+    for k in range(1, n // 2 + 1):
+        coverage = 1.0 - 2.0 * sum(math.comb(n, i) for i in range(k)) / 2.0 ** n
+        if coverage < level:
+            break
+        best = (float(x[k - 1]), float(x[n - k]), coverage)
+    return best
+
+
 def verdict(ok: bool | None) -> str:
     return "N/A" if ok is None else ("PASS" if ok else "MISS")
 

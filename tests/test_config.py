@@ -31,7 +31,7 @@ def test_old_flat_config_json_loads_into_the_sections():
     cfg = TrainConfig.from_dict(OLD_FLAT)
     # Fields added since (the multi-process settings, the first-epoch option, data placement, LoRA) take their defaults.
     assert cfg.to_flat() == dict(OLD_FLAT, coordinator="", num_processes=0, process_id=-1, first_epoch="select",
-                                 data_placement="device", prefetch=2,
+                                 data_placement="device", prefetch=2, host_block=8,
                                  checkpoint_epochs=0, score_dtype="float32", lora_rank=0,
                                  **MAE_DEFAULTS)
     assert cfg.data.task == "teach" and cfg.selection.ratio == 0.5 and cfg.run.batch_size == 16

@@ -211,9 +211,13 @@ def test_bench_overhead_quick(tmp_path, cache_dir):
         assert r["pass_final_ckpt"] is bool(float(np.median(r["ratio_final_ckpt"])) >= cfg["target_ratio"])
         np.testing.assert_allclose(r["ratio_vs_plain"], np.array(r["attent_examples_per_s"]) / r["hand_examples_per_s"])
         assert 0 < r["hand_save_cpu_s"] and 0 < r["library_save_cpu_s"]   # measured, not left at a default
+        # The order turns each repetition (catches a fixed order, which a drifting load would bias).
+        assert [o[0] for o in r["order"]] == ["attent", "copying", "hand", "hand_ckpt"][:cfg["repeats"]]
+        assert r["load_1m"] == [load[0] for load in r["load_average"]]
+        assert r["interval_ratio"] is None and r["resolved_ratio"] is None   # too few repetitions for one
     assert payload["all_pass"] is all(r["pass"] and r["pass_final_ckpt"] for r in payload["rows"])
     # The hand loop with checkpoints saved after each of its epochs (one manager, keep 3).
-    saved = sorted(int(d) for d in os.listdir(tmp_path / "runs" / f"size0_rep{cfg['repeats'] - 1}" / "hand_checkpoints"))
+    saved = sorted(int(d) for d in os.listdir(tmp_path / "runs" / f"size0_rep{cfg['repeats'] - 1}_hand_checkpoints"))
     assert saved == list(range(1, cfg["epochs"] + 1))[-3:]
 
 
@@ -239,7 +243,10 @@ def test_bench_data_quick(tmp_path, cache_dir):
     payload = _quick(bench_data, tmp_path, cache_dir)
     _pngs(tmp_path, ["bench_data.png"])
     rate = payload["rate"]
-    assert all(v > 0 for p in ("device", "host") for v in rate["steps_per_s"][p])
+    assert all(v > 0 for p in ("device", "host", "host_per_batch") for v in rate["steps_per_s"][p])
+    # The per-batch A/B ratio follows from its own runs (catches it computed from the blocked host runs).
+    assert rate["ratio_per_batch"] == pytest.approx(np.median(rate["steps_per_s"]["host_per_batch"]) /
+                                                    np.median(rate["steps_per_s"]["device"]))
     # The ratio and verdict follow from the measured rates (catches either one hard-coded or inverted).
     assert rate["ratio"] == pytest.approx(np.median(rate["steps_per_s"]["host"]) /
                                           np.median(rate["steps_per_s"]["device"]))
@@ -257,6 +264,17 @@ def test_bench_data_quick(tmp_path, cache_dir):
 
 
 # --------------------------------------------------------------------------- common, stats, timing
+
+def test_median_interval_is_the_sign_test_interval():
+    """n = 9: [x_(2), x_(8)] with coverage 1 - 2 * 10/512 (the largest k whose coverage stays >= 0.95); n = 5:
+    none (even the full range covers 15/16 < 0.95). Catches an interval of other order statistics, a coverage
+    that is not the exact binomial one, and an interval claimed for too few values."""
+    lo, hi, coverage = stats.median_interval([9, 1, 8, 2, 7, 3, 6, 4, 5])
+    assert (lo, hi) == (2.0, 8.0) and coverage == pytest.approx(1 - 20 / 512)
+    assert stats.median_interval([1, 2, 3, 4, 5]) is None
+    lo, hi, coverage = stats.median_interval(range(20), level=0.9)
+    assert (lo, hi) == (5.0, 14.0) and coverage == pytest.approx(1 - 2 * sum(math.comb(20, i) for i in range(6)) / 2**20)
+
 
 def test_stats_docstring_example():
     # Catches the module example drifting from mean_std / markdown_table (and an example that no longer runs at all).

@@ -33,8 +33,13 @@ def _run(workdir, on_step=None, **fields):
 
 
 def _losses(workdir):
+    """(step, train_loss) of every train record and (epoch, eval_loss) of every eval record."""
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [r["loss"] for r in map(json.loads, f) if "loss" in r and "step" in r]
+        records = list(map(json.loads, f))
+    train = [(r["step"], r["train_loss"]) for r in records if r["event"] == "train"]
+    evals = [(r["epoch"], r["eval_loss"]) for r in records if r["event"] == "eval"]
+    assert train and evals   # an empty list would make every comparison of them vacuous
+    return train + evals
 
 
 def _assert_close(a, b, rtol):
@@ -117,6 +122,35 @@ def test_host_placement_resume_is_bitwise(tmp_path):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.parametrize("host_block", [8, 3])
+def test_host_blocks_past_the_first_and_resume_inside_one(tmp_path, host_block):
+    """Batch 4: epoch 0 has 16 steps, so its later positions come from later blocks (the step picks batch
+    ``pos % host_block``), and a resume after the checkpoint at step 11 starts inside a block.
+
+    Catches the step indexing the block by the epoch position itself (clamped to the block's last batch: the
+    wrong batches train, far beyond rounding against device placement), blocks misaligned on resume, and
+    host_block not reaching the step (a block of 3 read as 8).
+    """
+    fields = dict(batch_size=4, epochs=2, checkpoint_every=11, host_block=host_block)
+    _, device = _run(tmp_path / "device", **fields)
+    _, whole = _run(tmp_path / "whole", data_placement="host", **fields)
+    np.testing.assert_allclose(_losses(tmp_path / "whole"), _losses(tmp_path / "device"), rtol=1e-5)
+    _assert_close(whole, device, rtol=1e-5)
+
+    class Stop(Exception):
+        pass
+
+    def stop(step):
+        if step == 12:
+            raise Stop
+
+    with pytest.raises(Stop):
+        _run(tmp_path / "cut", on_step=stop, data_placement="host", **fields)
+    _, resumed = _run(tmp_path / "cut", data_placement="host", **fields)
+    for x, y in zip(jax.tree_util.tree_leaves(resumed), jax.tree_util.tree_leaves(whole)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
 # ------------------------------------------------------------------ reading, sources, prefetch
 
 
@@ -155,7 +189,7 @@ def test_a_process_reads_only_its_devices_rows():
 
 
 def test_epoch_batches_hand_each_position_its_batch_in_a_block_and_read_only_those_positions():
-    """Positions 3..12 of an epoch travel in blocks of BLOCK batches; the step takes batch ``pos % BLOCK``.
+    """Positions 3..12 of an epoch travel in blocks of 8 batches; the step takes batch ``pos % 8``.
 
     Catches a block misaligned with the positions (the step would train on another batch), a resumed epoch's
     first block read from position 0 (the rows before `start` read in vain), and the last block padded with
@@ -163,7 +197,7 @@ def test_epoch_batches_hand_each_position_its_batch_in_a_block_and_read_only_tho
     """
     from attent_jax.training.mesh import make_mesh
 
-    assert host_data.BLOCK == 8   # positions 3..12 span blocks 0 (positions 0-7) and 1 (8-15)
+    # Positions 3..12 span blocks 0 (positions 0-7) and 1 (8-15).
     B, order = 4, np.random.default_rng(1).permutation(100).astype(np.int32)
 
     class Recording(host_data.RecordSource):
@@ -175,7 +209,7 @@ def test_epoch_batches_hand_each_position_its_batch_in_a_block_and_read_only_tho
 
     source = Recording([{"x": np.array([float(i)], np.float32)} for i in range(100)])
     sharding = jax.sharding.NamedSharding(make_mesh(), jax.sharding.PartitionSpec("data"))
-    batches = host_data.epoch_batches(source, order, B, sharding, start=3, stop=13, depth=2)
+    batches = host_data.epoch_batches(source, order, B, sharding, start=3, stop=13, depth=2, block=8)
     with jax.transfer_guard("allow"):
         blocks = [jax.device_get(block) for block in batches]
     assert len(blocks) == 10
@@ -183,7 +217,7 @@ def test_epoch_batches_hand_each_position_its_batch_in_a_block_and_read_only_tho
         np.testing.assert_array_equal(block["idx"][pos % 8], order[pos * B:(pos + 1) * B])
         np.testing.assert_array_equal(block["x"][pos % 8, :, 0], order[pos * B:(pos + 1) * B])
     assert Recording.read_ids == order[3 * B:13 * B].tolist()
-    assert list(host_data.epoch_batches(source, order, B, sharding, start=5, stop=5, depth=2)) == []
+    assert list(host_data.epoch_batches(source, order, B, sharding, start=5, stop=5, depth=2, block=8)) == []
 
 
 def test_npy_folder_is_memory_mapped_and_reads_rows(tmp_path):

@@ -38,7 +38,8 @@ TIME_BOUND_S = 240
 #   checkpoints every 3 steps: 3, 6, 8 (epoch end), 9 (mid epoch 1), 12, 15, 18.
 # finetune: hard selection of the top 70% (45) after an all-data epoch: 8 + 5 + 5 steps.
 # infobatch: an all-data epoch, then one pruned on device (its size is fetched from the device).
-BASE = dict(task="teach", quick=True, batch_size=8, checkpoint_every=3, log_every=1, progress_bar=False)
+# log_every 4 (more than loop.LOG_LAG): every process fetches its metrics late at the same steps.
+BASE = dict(task="teach", quick=True, batch_size=8, checkpoint_every=3, log_every=4, progress_bar=False)
 REGIMES = {"scratch": dict(BASE, epochs=3, regime="scratch", interval=1),
            "finetune": dict(BASE, epochs=3, regime="finetune", selection="hard", ratio="fixed"),
            "infobatch": dict(BASE, epochs=2, regime="infobatch"),

@@ -281,30 +281,36 @@ def test_checkpoint_epochs_saves_every_kth_epoch_end_and_the_last(tmp_path):
     assert TrainConfig.from_flat(task="teach", quick=True).resolve().run.checkpoint_epochs == 1
 
 
-def test_log_records_end_at_each_log_every_step_though_fetched_late(reference, tmp_path):
+def test_log_records_end_at_each_log_every_step_though_fetched_late(tmp_path):
     """The loop fetches a log_every-th step's metrics `LOG_LAG` steps later (so the device keeps busy), yet its
     record must end at that step and average exactly that period's losses. Catches the record labelled with
-    the step it was fetched at, a period cut at the fetch, and steps lost or counted twice at epoch ends
-    and mid-epoch checkpoints (the reference run logs every step, so its losses are the per-step truth)."""
-    assert 5 > train.LOG_LAG   # otherwise the loop does not lag and this tests nothing new
-    logged_at_epoch_end = {}
+    the step it was fetched at, a period cut at the fetch, steps lost or counted twice at epoch ends and
+    mid-epoch checkpoints (a run that logs every step gives the per-step truth), a lagged fetch that never
+    happens (NaN checks would wait for the epoch's end), and an epoch's last step not waited for."""
+    assert train.LOG_LAG == 3   # the steps below assume it
+    # Batch 4: epochs of 16, 8, 8, 8 steps, ending at 16, 24, 32, 40; checkpoints every 7 steps.
+    fields = dict(CONFIG, batch_size=4, checkpoint_every=7)
+    truth = tmp_path / "every_step"
+    train.train_and_evaluate(TrainConfig.from_flat(**dict(fields, log_every=1)), str(truth))
+    last_logged = {}
 
     def on_step(step):
-        # At an epoch's last step the loop has waited for the epoch's steps (its record is written): the
-        # experiments time epochs by on_step's clock, so a late fetch here would time dispatch, not training.
-        if step in (8, 12, 16, 20):
-            with open(tmp_path / "run" / "metrics.jsonl") as f:
-                logged_at_epoch_end[step] = [r["step"] for r in map(json.loads, f) if r["event"] == "train"][-1]
+        with open(tmp_path / "run" / "metrics.jsonl") as f:
+            steps = [r["step"] for r in map(json.loads, f) if r["event"] == "train"]
+        last_logged[step] = steps[-1] if steps else None
 
-    train.train_and_evaluate(TrainConfig.from_flat(**dict(CONFIG, log_every=5, checkpoint_every=7)),
-                             str(tmp_path / "run"), on_step=on_step)
-    assert logged_at_epoch_end == {8: 8, 12: 12, 16: 16, 20: 20}
+    train.train_and_evaluate(TrainConfig.from_flat(**dict(fields, log_every=5)), str(tmp_path / "run"),
+                             on_step=on_step)
+    # Step 10's record is fetched at step 13, not at 10 and not only at the epoch's end (16); each epoch's
+    # last step has its own record written before on_step sees it.
+    assert [last_logged[s] for s in (10, 12, 13)] == [7, 7, 10]
+    assert all(last_logged[s] == s for s in (16, 24, 32, 40))
     with open(tmp_path / "run" / "metrics.jsonl") as f:
         records = [r for r in map(json.loads, f) if r["event"] == "train"]
-    # Multiples of 5, epoch ends (8, 12, 16, 20) and mid-epoch checkpoints (7, 14), each once.
-    assert [r["step"] for r in records] == [5, 7, 8, 10, 12, 14, 15, 16, 20]
-    assert [r["examples_seen"] for r in records] == [8 * r["step"] for r in records]
-    per_step = dict(_train_losses(reference["workdir"]))
+    # Multiples of 5, epoch ends and mid-epoch checkpoints (multiples of 7), each once.
+    assert [r["step"] for r in records] == [5, 7, 10, 14, 15, 16, 20, 21, 24, 25, 28, 30, 32, 35, 40]
+    assert [r["examples_seen"] for r in records] == [4 * r["step"] for r in records]
+    per_step = dict(_train_losses(str(truth)))
     start = 0
     for r in records:
         np.testing.assert_allclose(r["train_loss"], np.mean([per_step[s] for s in range(start + 1, r["step"] + 1)]),

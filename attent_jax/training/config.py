@@ -231,10 +231,11 @@ class RunConfig:
     eval_batch_size: int = 256     # chunk of the scoring and evaluation passes (rounded up to the device count)
     fsdp: bool = False             # shard big params and optimizer state over the "data" axis
     data_placement: str = "device"  # device (whole dataset copied to every device, gathered there) | host (stays on the host; each process reads its devices' rows)
-    prefetch: int = 2              # host placement: blocks of 8 batches read and copied ahead by a background thread
+    prefetch: int = 2              # host placement: training blocks (and scoring/eval chunks) read and copied ahead by a thread
+    host_block: int = 8            # host placement: training batches per host->device copy (one copy feeds this many steps)
     fsdp_min_size: int = 16384     # params with fewer elements stay replicated under fsdp
     seed: int = 0                  # seeds the model init, the teacher and the data order
-    log_every: int = 20            # fetch metrics, log and check for NaN every this many steps
+    log_every: int = 20            # fetch metrics, log and check for NaN every this many steps (3 steps late, see loop.LOG_LAG)
     checkpoint_every: int = 200    # save a checkpoint every this many steps (and at epoch ends: checkpoint_epochs)
     checkpoint_epochs: int = 0     # also save at the end of every this-many-th epoch and of each stage's last; 0 = 1 (mnist1d --quick: 10)
     keep_checkpoints: int = 3      # checkpoints kept on disk
@@ -254,6 +255,7 @@ class RunConfig:
             at_least(name, getattr(self, name), 0)
         one_of("data_placement", self.data_placement, DATA_PLACEMENTS)
         at_least("prefetch", self.prefetch, 1)
+        at_least("host_block", self.host_block, 1)
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "selection": SelectionConfig, "optim": OptimConfig,
@@ -263,7 +265,7 @@ FIELD_SECTION = {f.name: section for section, cls in SECTIONS.items() for f in d
 assert len(FIELD_SECTION) == sum(len(dataclasses.fields(c)) for c in SECTIONS.values()), "a field name repeats"
 # Fields that change only what a run shows, how often it saves, or how its processes meet, never its numbers.
 RESUME_MAY_CHANGE = ("progress_bar", "log_every", "checkpoint_every", "checkpoint_epochs", "keep_checkpoints",
-                     "coordinator", "num_processes", "process_id", "prefetch")
+                     "coordinator", "num_processes", "process_id", "prefetch", "host_block")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,8 +5,8 @@ dataset onto every device and the jitted step gathers its batch there. With
 ``"host"`` the dataset never leaves the host: for each global batch (or scoring
 / evaluation chunk) each process reads only the rows its own devices hold,
 and `jax.make_array_from_process_local_data` assembles them into one global
-array split over "data". Training batches travel in blocks of `BLOCK`
-(``(BLOCK, B, ...)`` arrays, one copy for eight steps): a background thread
+array split over "data". Training batches travel in blocks of ``host_block``
+(``(K, B, ...)`` arrays, one copy for K steps): a background thread
 (`Prefetcher`) reads and copies the next few blocks while the device runs the
 current step.
 
@@ -234,53 +234,55 @@ class Prefetcher:
         return False
 
 
-# Batches read and copied together. One assembly costs the host about 0.15 ms (three arrays made global),
-# about what dispatching a small model's 2-ms step costs; paid per batch, that thread's work slowed the steps
-# on two cores (bench_data: host / device step rate 0.91), paid per block it is an eighth per step.
-BLOCK = 8
-
-
 def block_sharding(batch_sharding: NamedSharding) -> NamedSharding:
-    """A block of batches, (BLOCK, B, ...): the batch axis split as in `batch_sharding`, the block axis whole."""
+    """A block of batches, (K, B, ...): the batch axis split as in `batch_sharding`, the block axis whole.
+
+    Why blocks: one assembly costs the host about 0.15 ms (three arrays made
+    global), about what dispatching a small model's 2-ms step costs. Paid per
+    batch, the prefetch thread's work slowed the steps on two cores; paid per
+    block of K it is a K-th of that per step (bench_data measures both).
+    """
     return NamedSharding(batch_sharding.mesh, P(None, *batch_sharding.spec))
 
 
 def epoch_batches(source, order, batch_size: int, sharding: NamedSharding, start: int, stop: int,
-                  depth: int) -> Iterator[dict]:
+                  depth: int, block: int) -> Iterator[dict]:
     """For each position `start`..`stop`-1 of an epoch in `order` (the teacher's), the block holding its batch.
 
     Position ``pos`` trains on examples ``order[pos * B:(pos + 1) * B]``. Blocks
-    hold the batches of positions ``[j * BLOCK, (j + 1) * BLOCK)``, a dict of
-    global arrays of shape ``(BLOCK, B, ...)`` plus "idx" (the example ids, which
-    the train step writes scores for); the step takes batch ``pos % BLOCK`` of
+    hold the batches of positions ``[j * block, (j + 1) * block)``, a dict of
+    global arrays of shape ``(block, B, ...)`` plus "idx" (the example ids, which
+    the train step writes scores for); the step takes batch ``pos % block`` of
     the block it is handed. Positions outside ``[start, stop)`` in the first
     and last block are never trained on, so their rows are not read (they hold
     a copy of a used batch). A background thread reads and copies up to `depth` blocks ahead. `order`
     may be a device array: it is fetched here, once (an explicit copy).
     """
+    if not isinstance(block, int) or block < 1:
+        raise ValueError(f"host_block: got {block!r}, expected an int >= 1")
     order = np.asarray(jax.device_get(order))
     assemble = BlockAssembler(source, sharding, batch_size)
-    first = start // BLOCK
+    first = start // block
 
     def make(j):
-        pos = (first + j) * BLOCK + np.arange(BLOCK)
+        pos = (first + j) * block + np.arange(block)
         ids_KxB = order[(pos[:, None] * batch_size + np.arange(batch_size)) % len(order)]
         return assemble(ids_KxB, (pos >= start) & (pos < stop))
 
-    blocks = range(first, (stop - 1) // BLOCK + 1) if stop > start else range(0)
+    blocks = range(first, (stop - 1) // block + 1) if stop > start else range(0)
     return _Repeated(Prefetcher(make, len(blocks), depth),
-                     [min(stop, (j + 1) * BLOCK) - max(start, j * BLOCK) for j in blocks])
+                     [min(stop, (j + 1) * block) - max(start, j * block) for j in blocks])
 
 
 class BlockAssembler:
-    """Blocks of BLOCK batches, ``(BLOCK, size, ...)`` global arrays, from this process's rows of a source."""
+    """Blocks of K batches, ``(K, size, ...)`` global arrays, from this process's rows of a source."""
 
     def __init__(self, source, batch_sharding: NamedSharding, size: int):
         self.source, self.sharding, self.size = source, block_sharding(batch_sharding), size
         self.rows = local_rows(batch_sharding, size)
 
     def __call__(self, ids_KxB: np.ndarray, used_K: np.ndarray) -> dict:
-        """The block of batches `ids_KxB`; only the rows of batches `used_K` are read (the others copy the first used)."""
+        """The block of batches `ids_KxB`; only the rows of batches `used_K` are read (each other one copies a used one)."""
         local_ids = ids_KxB[:, self.rows]
         used = np.flatnonzero(used_K)
         if used.size == 0:
@@ -290,7 +292,7 @@ class BlockAssembler:
         local = {k: v.reshape((used.size, len(self.rows)) + v.shape[1:])[place_K]
                  for k, v in read_rows(self.source, local_ids[used].reshape(-1)).items()}
         local["idx"] = local_ids[used][place_K].astype(np.int32)
-        shapes = {k: (BLOCK, self.size) + v.shape[2:] for k, v in local.items()}
+        shapes = {k: (len(ids_KxB), self.size) + v.shape[2:] for k, v in local.items()}
         with jax.transfer_guard("allow"):   # an explicit host->device copy, as in BatchAssembler
             return jax.make_array_from_process_local_data({k: self.sharding for k in local}, local, shapes)
 

@@ -19,8 +19,8 @@ function has explicit in/out shardings, the train step donates the state, and
 the loop runs under ``jax.transfer_guard("disallow")``: with
 ``data_placement="device"`` batches are gathered on device from the
 device-resident dataset with the epoch's index array; with ``"host"`` a
-prefetch thread reads each process's rows of the next batches in the epoch's
-order (fetched once per epoch) and copies them explicitly. Metrics leave the
+prefetch thread reads each process's rows of the next blocks of ``host_block``
+batches in the epoch's order (fetched once per epoch) and copies them explicitly. Metrics leave the
 device only by an explicit ``jax.device_get`` every ``log_every`` steps (`LOG_LAG` steps late, so
 the device does not wait for the host's logging).
 
@@ -67,7 +67,7 @@ from attent_jax.models.lora import lora_builder
 from attent_jax.training.checkpoint import Checkpointer
 from attent_jax.training.config import TrainConfig
 from attent_jax.training.evaluation import evaluate_stage, make_eval
-from attent_jax.training.host_data import BLOCK, block_sharding, epoch_batches
+from attent_jax.training.host_data import block_sharding, epoch_batches
 from attent_jax.training.mesh import check_batch_divisible, initialize_distributed, make_mesh
 from attent_jax.training.optim import learning_rate, make_optimizer
 from attent_jax.training.run_log import NonFiniteLossError  # noqa: F401  (raised by train_and_evaluate; import it from here)
@@ -200,12 +200,15 @@ class Trainer:
         metric_sh = self.replicated
         sh = self.stage_shardings[si]
         if self.host_data:
-            # A block of BLOCK batches and their example ids arrives assembled from every process's rows, each
-            # batch split over "data"; this step trains on the block's batch at its position (host_data.epoch_batches).
+            # A block of host_block batches and their example ids arrives assembled from every process's rows,
+            # each batch split over "data"; this step trains on the block's batch at its position
+            # (host_data.epoch_batches).
+            K = config.run.host_block
+
             def host_step(state, block, clock_4):
                 clock = dict(zip(STEP_CLOCK, clock_4))
                 batch = {k: jax.lax.with_sharding_constraint(
-                    jax.lax.dynamic_index_in_dim(v, clock["pos"] % BLOCK, keepdims=False), self.batch_sharding)
+                    jax.lax.dynamic_index_in_dim(v, clock["pos"] % K, keepdims=False), self.batch_sharding)
                     for k, v in block.items()}
                 return *train(state, batch, batch.pop("idx"), clock), next_clock(clock_4)
             return jax.jit(host_step, in_shardings=(sh, block_sharding(self.batch_sharding), self.replicated),
@@ -311,7 +314,8 @@ class Trainer:
         config, stage, clock = self.config.run, self.stages[si], run.clock
         # Host placement: a thread reads the epoch's batches in its order (fetched once, an explicit copy).
         prefetcher = epoch_batches(data, state["order"][si], self.config.run.batch_size, self.batch_sharding,
-                                   clock["pos"], clock["steps_in_epoch"], config.prefetch) if self.host_data else None
+                                   clock["pos"], clock["steps_in_epoch"], config.prefetch,
+                                   config.host_block) if self.host_data else None
         inputs = iter(prefetcher) if prefetcher is not None else itertools.repeat(data)
         run.start_window()
         first = True

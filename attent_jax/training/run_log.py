@@ -69,7 +69,7 @@ class Session:
             self.epoch_loss.update(meta.get("epoch_loss", {}))
         self._start = time.perf_counter() - self.totals["wall_time"]
         self.pending: list = []  # (step, metrics still on device) per step not yet flushed
-        self._window = {"t": time.perf_counter(), "examples": 0}
+        self._window = {"t": time.perf_counter()}
         self._timed = {"examples": 0, "seconds": 0.0, "since": None}
         self.bar = progress_bar(config.progress_bar and jax.process_index() == 0, total_steps, self.clock["step"])
 
@@ -77,7 +77,7 @@ class Session:
         return time.perf_counter() - self._start
 
     def start_window(self) -> None:
-        self._window.update(t=time.perf_counter(), examples=0)
+        self._window.update(t=time.perf_counter())
 
     def start_timer(self) -> None:
         self._timed["since"] = time.perf_counter()
@@ -97,7 +97,6 @@ class Session:
                           stage_step=self.clock["stage_step"] + 1)
         self.pending.append((self.clock["step"], metrics))
         self.examples_seen += batch
-        self._window["examples"] += batch
         if compiled:
             self._timed["examples"] += batch
         self.bar.update(1)
@@ -126,9 +125,10 @@ class Session:
         The loop fetches a log_every-th step's metrics a few steps later (while
         the device still has those steps queued): fetching the newest step
         would idle the device while the host reads and writes the record, which
-        cost small models about 3% of their step rate. The fetched steps are
-        logged as one record per log_every-th step they cross (and one for the
-        rest), so the records do not depend on where the flushes fall.
+        cost small models a few per cent of their step rate. The fetched steps
+        are logged as one record per log_every-th step they cross (and one for
+        the rest), so a record's step, examples and losses do not depend on how
+        late its steps were fetched (its wall time and rate do).
         """
         n = len(self.pending) if through is None else sum(1 for step, _ in self.pending if step <= through)
         if n == 0:
@@ -144,8 +144,10 @@ class Session:
                 f"{steps[bad[0]]}, epoch {self.clock['epoch']}; stopped: {self._last_good()}. Lower --learning-rate "
                 f"(got {self.learning_rate}) or set --grad-clip.")
         now = time.perf_counter()
-        rate = self._window["examples"] / max(now - self._window["t"], 1e-9)
-        self._window.update(t=now, examples=0)
+        # The fetched steps' examples over the time since the last flush (steps dispatched but not yet fetched
+        # are counted by the next flush).
+        rate = len(steps) * self.config.batch_size / max(now - self._window["t"], 1e-9)
+        self._window.update(t=now)
         every, start = self.config.log_every, 0
         for i, step in enumerate(steps):
             if step % every == 0 or i + 1 == len(steps):
