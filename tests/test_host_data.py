@@ -107,17 +107,21 @@ def test_host_placement_resume_is_bitwise(tmp_path):
     prefetch thread whose batches outlive the interruption.
     """
     _, whole = _run(tmp_path / "whole", data_placement="host")
+    _assert_resume_is_bitwise(tmp_path / "cut", whole, stop_at=6, data_placement="host")
 
+
+def _assert_resume_is_bitwise(workdir, whole, stop_at: int, **fields):
+    """Run `fields` in `workdir` stopped after step `stop_at`, then again (resuming): bitwise the `whole` state."""
     class Stop(Exception):
         pass
 
     def stop(step):
-        if step == 6:
+        if step == stop_at:
             raise Stop
 
     with pytest.raises(Stop):
-        _run(tmp_path / "cut", on_step=stop, data_placement="host")
-    _, resumed = _run(tmp_path / "cut", data_placement="host")
+        _run(workdir, on_step=stop, **fields)
+    _, resumed = _run(workdir, **fields)
     for x, y in zip(jax.tree_util.tree_leaves(resumed), jax.tree_util.tree_leaves(whole)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
@@ -136,19 +140,7 @@ def test_host_blocks_past_the_first_and_resume_inside_one(tmp_path, host_block):
     _, whole = _run(tmp_path / "whole", data_placement="host", **fields)
     np.testing.assert_allclose(_losses(tmp_path / "whole"), _losses(tmp_path / "device"), rtol=1e-5)
     _assert_close(whole, device, rtol=1e-5)
-
-    class Stop(Exception):
-        pass
-
-    def stop(step):
-        if step == 12:
-            raise Stop
-
-    with pytest.raises(Stop):
-        _run(tmp_path / "cut", on_step=stop, data_placement="host", **fields)
-    _, resumed = _run(tmp_path / "cut", data_placement="host", **fields)
-    for x, y in zip(jax.tree_util.tree_leaves(resumed), jax.tree_util.tree_leaves(whole)):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    _assert_resume_is_bitwise(tmp_path / "cut", whole, stop_at=12, data_placement="host", **fields)
 
 
 # ------------------------------------------------------------------ reading, sources, prefetch
