@@ -59,7 +59,7 @@ import time
 
 import numpy as np
 
-from . import common, stats
+from . import common, stats, timing
 
 NAME = "bench_data"
 PARTS = ("rate", "memory")
@@ -129,7 +129,7 @@ def measure_rate(config: Config, out_dir: str) -> dict:
     rates = {name: [] for name in RATE_RUNS}
     order = []
     for rep in range(config.repeats):
-        names = list(RATE_RUNS)[rep % len(RATE_RUNS):] + list(RATE_RUNS)[:rep % len(RATE_RUNS)]
+        names = timing.turned(RATE_RUNS, rep)
         order.append(names)
         for name in names:
             fields = dict(RATE_RUNS[name])

@@ -236,8 +236,7 @@ def measure(config: Config, out_dir: str) -> list[dict]:
                     "copying": lambda: Trainer(final_only, timing.fresh_dir(workdir)).run()["examples_per_s"],
                     "hand": lambda: hands[k].run(config.epochs),
                     "hand_ckpt": lambda: hands[k].run(config.epochs, timing.fresh_dir(workdir + "_hand_checkpoints"))}
-            # The order turns by one each repetition: a load that drifts within a repetition favours no loop.
-            names = list(runs)[rep % len(runs):] + list(runs)[:rep % len(runs)]
+            names = timing.turned(runs, rep)
             rates = {name: runs[name]() for name in names}
             attent, copying, hand, hand_ckpt = rates["attent"], rates["copying"], rates["hand"], rates["hand_ckpt"]
             row["order"].append(names)

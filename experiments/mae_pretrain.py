@@ -135,10 +135,8 @@ class Config:
         common.check_choices("ntk_selections", self.ntk_selections, SELECTIONS)
         if not 0.0 < self.mask_ratio < 1.0:
             raise ValueError(f"mask_ratio: got {self.mask_ratio!r}, expected a number in (0, 1)")
-        from attent_jax.tasks.generators import MNIST1D_LENGTH
-        if MNIST1D_LENGTH % self.patch_size:   # here, so the error comes before any data is generated
-            raise ValueError(f"patch_size: got {self.patch_size}, expected a divisor of MNIST-1D's signal length "
-                             f"{MNIST1D_LENGTH}")
+        from attent_jax.tasks.generators import check_mnist1d_patch_size
+        check_mnist1d_patch_size(self.patch_size)   # here, so the error comes before any data is generated
         if self.long_num_train > self.num_train:
             raise ValueError(f"long_num_train: got {self.long_num_train}, expected at most num_train={self.num_train}")
 

@@ -136,6 +136,14 @@ def _is_selection(name: str) -> bool:
 
 # =========================================================================== timed training runs
 
+def turned(names, rep: int) -> list:
+    """`names` turned left by `rep` places: the order of repetition `rep`, so a load that drifts within a
+    repetition favours none of them."""
+    names = list(names)
+    k = rep % len(names)
+    return names[k:] + names[:k]
+
+
 def fresh_dir(path: str) -> str:
     """An empty folder at `path` (a previous run's folder there is removed: train_and_evaluate would resume it)."""
     if os.path.isdir(path):

@@ -116,6 +116,13 @@ def make_teach_data(num_examples: int, seq_len: int, d_in: int, d_out: int, seed
 MNIST1D_LENGTH = 40
 
 
+def check_mnist1d_patch_size(patch_size: int) -> None:
+    """A one-line ValueError unless `patch_size` divides the MNIST-1D signal (checked before any data is made)."""
+    if MNIST1D_LENGTH % patch_size:
+        raise ValueError(f"patch_size: got {patch_size}, expected a divisor of MNIST-1D's signal length "
+                         f"{MNIST1D_LENGTH}")
+
+
 def make_mnist1d(num_examples: int, seed: int = 42, cache_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Generate MNIST-1D locally (Greydanus 2020) with the `mnist1d` package; never downloads.
 

@@ -48,7 +48,7 @@ import math
 import os
 import re
 
-from attent_jax.tasks.generators import MNIST1D_LENGTH
+from attent_jax.tasks.generators import check_mnist1d_patch_size
 from attent_jax.teaching import schedules, selection
 from attent_jax.teaching.teacher_config import REGIMES, TeacherConfig
 from attent_jax.training._checks import at_least, check_types, in_range, number_or_name, one_of
@@ -290,10 +290,9 @@ class TrainConfig:
         if m.objective == "mae" and (d.task != "mnist1d" or m.model not in ("", "encoder")):
             raise ValueError(f"objective: got 'mae' for task {d.task!r} and model {m.model or 'default'!r}, expected "
                              "task 'mnist1d' with its encoder (MAE pre-trains the ViT-style encoder)")
-        if d.task == "mnist1d" and m.patch_size and MNIST1D_LENGTH % m.patch_size:
+        if d.task == "mnist1d" and m.patch_size:
             # Checked here, not only by the encoder, so the error comes before any data is generated.
-            raise ValueError(f"patch_size: got {m.patch_size}, expected a divisor of MNIST-1D's signal length "
-                             f"{MNIST1D_LENGTH}")
+            check_mnist1d_patch_size(m.patch_size)
         if m.lora_rank and (m.model or TASK_MODEL[d.task]) in MODELS and (m.model or TASK_MODEL[d.task]) != "decoder":
             raise ValueError(f"lora_rank: got {m.lora_rank} for task {d.task!r} (model {TASK_MODEL[d.task]!r}), "
                              "expected 0 or a decoder task (arith, charlm)")

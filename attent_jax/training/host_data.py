@@ -152,11 +152,16 @@ class BatchAssembler:
         """The source's rows `ids` (the global batch's example ids, (size,)) plus `extra` per-position arrays."""
         local = read_rows(self.source, ids[self.rows])
         local.update({k: np.asarray(v)[self.rows] for k, v in extra.items()})
-        shapes = {k: (self.size,) + v.shape[1:] for k, v in local.items()}
-        # An explicit host->device copy, allowed even where the caller's thread disallows implicit ones; one
-        # call for the whole dict (a call per array costs ~20% more on the CPU backend).
-        with jax.transfer_guard("allow"):
-            return jax.make_array_from_process_local_data({k: self.sharding for k in local}, local, shapes)
+        return _global_arrays(local, self.sharding, (self.size,))
+
+
+def _global_arrays(local: dict, sharding: Sharding, leading: tuple) -> dict:
+    """Global arrays of shape ``leading + row shape`` from this process's part of each (`local`), split by `sharding`."""
+    shapes = {k: leading + v.shape[len(leading):] for k, v in local.items()}
+    # An explicit host->device copy, allowed even where the caller's thread disallows implicit ones; one
+    # call for the whole dict (a call per array costs ~20% more on the CPU backend).
+    with jax.transfer_guard("allow"):
+        return jax.make_array_from_process_local_data({k: sharding for k in local}, local, shapes)
 
 
 def chunk_ids(order: np.ndarray, count: int, chunk: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -258,8 +263,6 @@ def epoch_batches(source, order, batch_size: int, sharding: NamedSharding, start
     a copy of a used batch). A background thread reads and copies up to `depth` blocks ahead. `order`
     may be a device array: it is fetched here, once (an explicit copy).
     """
-    if not isinstance(block, int) or block < 1:
-        raise ValueError(f"host_block: got {block!r}, expected an int >= 1")
     order = np.asarray(jax.device_get(order))
     assemble = BlockAssembler(source, sharding, batch_size)
     first = start // block
@@ -285,16 +288,12 @@ class BlockAssembler:
         """The block of batches `ids_KxB`; only the rows of batches `used_K` are read (each other one copies a used one)."""
         local_ids = ids_KxB[:, self.rows]
         used = np.flatnonzero(used_K)
-        if used.size == 0:
-            raise ValueError("a block of batches with none used")
         # Each batch's place among the used ones: a record source (say, decoding images) reads no row in vain.
         place_K = np.maximum(np.cumsum(used_K) - 1, 0)
         local = {k: v.reshape((used.size, len(self.rows)) + v.shape[1:])[place_K]
                  for k, v in read_rows(self.source, local_ids[used].reshape(-1)).items()}
         local["idx"] = local_ids[used][place_K].astype(np.int32)
-        shapes = {k: (len(ids_KxB), self.size) + v.shape[2:] for k, v in local.items()}
-        with jax.transfer_guard("allow"):   # an explicit host->device copy, as in BatchAssembler
-            return jax.make_array_from_process_local_data({k: self.sharding for k in local}, local, shapes)
+        return _global_arrays(local, self.sharding, (len(ids_KxB), self.size))
 
 
 class _Repeated:

@@ -69,7 +69,7 @@ class Session:
             self.epoch_loss.update(meta.get("epoch_loss", {}))
         self._start = time.perf_counter() - self.totals["wall_time"]
         self.pending: list = []  # (step, metrics still on device) per step not yet flushed
-        self._window = {"t": time.perf_counter()}
+        self._window_start = time.perf_counter()   # since the last flush (or the epoch's start)
         self._timed = {"examples": 0, "seconds": 0.0, "since": None}
         self.bar = progress_bar(config.progress_bar and jax.process_index() == 0, total_steps, self.clock["step"])
 
@@ -77,7 +77,7 @@ class Session:
         return time.perf_counter() - self._start
 
     def start_window(self) -> None:
-        self._window.update(t=time.perf_counter())
+        self._window_start = time.perf_counter()
 
     def start_timer(self) -> None:
         self._timed["since"] = time.perf_counter()
@@ -146,8 +146,8 @@ class Session:
         now = time.perf_counter()
         # The fetched steps' examples over the time since the last flush (steps dispatched but not yet fetched
         # are counted by the next flush).
-        rate = len(steps) * self.config.batch_size / max(now - self._window["t"], 1e-9)
-        self._window.update(t=now)
+        rate = len(steps) * self.config.batch_size / max(now - self._window_start, 1e-9)
+        self._window_start = now
         every, start = self.config.log_every, 0
         for i, step in enumerate(steps):
             if step % every == 0 or i + 1 == len(steps):
