@@ -26,6 +26,11 @@ all data:
 - ``attent_final_ckpt``: the library's run with ``checkpoint_epochs`` past the
   run's length, so it checkpoints only after its last epoch (``attent train
   --checkpoint-epochs 1000000``).
+- ``step``: the library's own jitted train step (the one ``attent`` runs, with
+  its teacher table update, schedule and finiteness check), driven by the hand
+  loop's bare ``for`` loop and timed as the hand loop is. ``ratio_step`` = step /
+  hand splits the library's cost in two: its step's device work (this ratio)
+  and its loop's host work (what ``ratio_final_ckpt`` adds to it).
 
 Two like-for-like ratios, each with the target ≥ 0.95: ``ratio`` = attent /
 hand_ckpt (both checkpoint every epoch: the library's loop plus its
@@ -34,22 +39,23 @@ checkpoint wrapper, fingerprint and run log against Orbax alone) and
 timed: the loop's own cost). ``ratio_vs_plain`` = attent / hand is reported
 too: what the default per-epoch checkpoint costs against a loop that never
 saves. Repetitions are interleaved (for each repetition, every size: attent,
-attent without epoch-end checkpoints, hand, hand with checkpoints, the order
-turned by one each repetition), so a drifting machine load favours none; each
-ratio is taken per repetition and its median reported, with the median's
-distribution-free (sign-test) interval: a verdict whose interval straddles the
-target is not resolved by this run.
+attent without epoch-end checkpoints, hand, hand with checkpoints, the
+library's step in a bare loop, the order turned by one each repetition), so a
+drifting machine load favours none; each ratio is taken per repetition and its
+median reported, with the median's distribution-free (sign-test) interval: a
+verdict whose interval straddles the target is not resolved by this run.
 
-Where the time goes (measured while fixing it, in short interleaved bursts of
-40 steps, not by this script): the library's jitted step alone, without its
-loop, costs 1.0-1.1x the hand step's time (the teacher's table update and the
-finiteness check's parameter norm each change it by < 1%); the loop's
-per-step host work was the clock copy (fixed: once per epoch), four metric
-arrays fetched per step (fixed: one), and a metrics fetch of the newest step
-every ``log_every`` steps, which idled the device while the host logged (a few
-per cent of a 1.6-ms step; fixed: fetched `LOG_LAG` steps late). An Orbax save of
-this state costs about 0.1 s of CPU, half of a 6400-example epoch's 0.2 s on
-two cores: that is the ``hand_ckpt`` row's cost as much as the library's.
+Where the time goes: ``ratio_step`` measures the library's step without its
+loop (while fixing the loop, short interleaved bursts also put the teacher's
+table update and the finiteness check's parameter norm each at < 1% of it).
+The loop's per-step host work was the clock copy (fixed: once per epoch), four
+metric arrays fetched per step (fixed: one), and a metrics fetch of the newest
+step every ``log_every`` steps, which can idle the device while the host logs
+(fixed: fetched `LOG_LAG` steps late; one probe put the idling at a few per
+cent of a 1.6-ms step, a later one, of the hand step with and without such a
+fetch, at 0.6% with an interval reaching 3%). An Orbax save of this state
+costs about 0.1 s of CPU, half of a 6400-example epoch's 0.2 s on two cores:
+that is the ``hand_ckpt`` row's cost as much as the library's.
 
 Outputs (``--out``, default experiments/results/bench_overhead): bench_overhead.json, .md, .png.
 
@@ -206,6 +212,49 @@ class HandLoop:
         return (steps - 1) * self.B, seconds
 
 
+class StepLoop:
+    """The library's own jitted train step in the hand loop's bare ``for`` loop: the step without the loop."""
+
+    def __init__(self, trainer):
+        import jax
+        import jax.numpy as jnp
+
+        from attent_jax.training.loop import STEP_CLOCK
+
+        self.trainer, self.B = trainer, trainer.config.run.batch_size
+        self.state = trainer.init_state()
+        self.data = {k: trainer._put(v) for k, v in trainer.stages[0].train.items()}
+        self.step = trainer._make_train_step(0)
+        self.steps = len(trainer.stages[0].train["x"]) // self.B
+        # The clock the loop hands its step at an epoch's start: position 0 of an epoch of `steps` steps.
+        self.clock = np.array([{"steps_in_epoch": self.steps}.get(k, 0) for k in STEP_CLOCK], np.int32)
+        n = len(trainer.stages[0].train["x"])
+        # Each epoch a fresh order, as the hand loop draws (the state's initial order is all zeros: every
+        # batch would gather example 0, from cache).
+        self.permute = jax.jit(lambda key: jax.random.permutation(key, n).astype(jnp.int32),
+                               out_shardings=trainer.shardings["order"][0])
+        self.key = jax.random.key(0)
+
+    def run(self, epochs: int) -> float:
+        """Examples/s of `epochs` epochs, as `HandLoop.run` counts them."""
+        import jax
+
+        examples = seconds = 0.0
+        for _ in range(epochs):
+            self.key, key = jax.random.split(self.key)
+            state, clock_4 = dict(self.state, order=[self.permute(key)]), self.trainer._put(self.clock)
+            state, metrics, clock_4 = self.step(state, self.data, clock_4)
+            jax.block_until_ready(metrics)
+            t0 = time.perf_counter()
+            for _ in range(self.steps - 1):
+                state, metrics, clock_4 = self.step(state, self.data, clock_4)
+            jax.block_until_ready((state, metrics))
+            seconds += time.perf_counter() - t0
+            examples += (self.steps - 1) * self.B
+            self.state = state
+        return examples / seconds
+
+
 # =========================================================================== measurement
 
 def _param_count(trainer) -> int:
@@ -217,16 +266,18 @@ def measure(config: Config, out_dir: str) -> list[dict]:
     """Interleaved repetitions of (attent, hand) per size; one row per size."""
     from attent_jax.training.loop import Trainer
 
-    rows, hands = [], []
+    rows, hands, bare_steps = [], [], []
     for k in range(len(config.widths)):
         cfg = train_config(config, k)
         trainer = Trainer(cfg, os.path.join(out_dir, "runs", f"size{k}_probe"))
         hands.append(HandLoop(trainer))
+        bare_steps.append(StepLoop(trainer))
         hands[-1].run(1)   # compiles (excluded: every timed epoch below starts after its first step)
+        bare_steps[-1].run(1)
         rows.append({"width": config.widths[k], "depth": config.depths[k], "num_heads": config.heads[k],
                      "params": _param_count(trainer), "attent_examples_per_s": [], "hand_examples_per_s": [],
-                     "attent_final_ckpt_examples_per_s": [], "hand_ckpt_examples_per_s": [], "ratio": [],
-                     "ratio_final_ckpt": [], "ratio_vs_plain": [], "load_average": [], "load_1m": [], "order": []})
+                     "attent_final_ckpt_examples_per_s": [], "hand_ckpt_examples_per_s": [], "step_examples_per_s": [], "ratio": [],
+                     "ratio_final_ckpt": [], "ratio_vs_plain": [], "ratio_step": [], "load_average": [], "load_1m": [], "order": []})
     for rep in range(config.repeats):
         for k, row in enumerate(rows):
             load = list(os.getloadavg())
@@ -235,10 +286,13 @@ def measure(config: Config, out_dir: str) -> list[dict]:
             runs = {"attent": lambda: Trainer(train_config(config, k), timing.fresh_dir(workdir)).run()["examples_per_s"],
                     "copying": lambda: Trainer(final_only, timing.fresh_dir(workdir)).run()["examples_per_s"],
                     "hand": lambda: hands[k].run(config.epochs),
-                    "hand_ckpt": lambda: hands[k].run(config.epochs, timing.fresh_dir(workdir + "_hand_checkpoints"))}
+                    "hand_ckpt": lambda: hands[k].run(config.epochs, timing.fresh_dir(workdir + "_hand_checkpoints")),
+                    "step": lambda: bare_steps[k].run(config.epochs)}
             names = timing.turned(runs, rep)
             rates = {name: runs[name]() for name in names}
             attent, copying, hand, hand_ckpt = rates["attent"], rates["copying"], rates["hand"], rates["hand_ckpt"]
+            row["step_examples_per_s"].append(rates["step"])
+            row["ratio_step"].append(rates["step"] / hand)
             row["order"].append(names)
             row["attent_examples_per_s"].append(attent)
             row["attent_final_ckpt_examples_per_s"].append(copying)
@@ -251,13 +305,14 @@ def measure(config: Config, out_dir: str) -> list[dict]:
             row["load_1m"].append(load[0])
             print(f"[{NAME}] size {k} (width {row['width']}, depth {row['depth']}) rep {rep}: ex/s attent {attent:.0f} "
                   f"/ hand with checkpoints {hand_ckpt:.0f} = {attent / hand_ckpt:.3f}; checkpoint only at the end "
-                  f"{copying:.0f} / hand {hand:.0f} = {copying / hand:.3f} (load {load[0]:.1f})", flush=True)
+                  f"{copying:.0f} / hand {hand:.0f} = {copying / hand:.3f}; the library's step in a bare loop "
+                  f"{rates['step']:.0f} / hand = {rates['step'] / hand:.3f} (load {load[0]:.1f})", flush=True)
     for k, row in enumerate(rows):
         row.update(save_costs(config, k, hands[k], os.path.join(out_dir, "runs", f"size{k}_saves")))
         print(f"[{NAME}] size {k}: one save takes {row['library_save_cpu_s']:.3f} s CPU in the library, "
               f"{row['hand_save_cpu_s']:.3f} s in the hand loop", flush=True)
     for row in rows:
-        for key in ("ratio", "ratio_final_ckpt", "ratio_vs_plain"):
+        for key in ("ratio", "ratio_final_ckpt", "ratio_vs_plain", "ratio_step"):
             row[f"median_{key}"] = float(np.median(row[key]))
             # Whether the median's distribution-free interval lies wholly above (True) or below (False) the
             # target; None if it straddles the target or is too wide to give at this many repetitions.
@@ -318,7 +373,8 @@ def run(config: Config, out_dir: str) -> dict:
         print(f"[{NAME}] width {r['width']} depth {r['depth']} ({r['params']:,} params), medians of {config.repeats}: "
               f"attent / hand with checkpoints = {r['median_ratio']:.3f} ({stats.verdict(r['pass'])}), checkpoint "
               f"only at the end / hand = {r['median_ratio_final_ckpt']:.3f} ({stats.verdict(r['pass_final_ckpt'])}); "
-              f"target >= {config.target_ratio}; attent / hand without checkpoints = {r['median_ratio_vs_plain']:.3f}")
+              f"target >= {config.target_ratio}; attent / hand without checkpoints = {r['median_ratio_vs_plain']:.3f}; "
+              f"the library's step in a bare loop / hand = {r['median_ratio_step']:.3f}")
     common.print_outputs(NAME, [paths["json"], paths["markdown"], figure])
     return payload
 
@@ -327,7 +383,8 @@ def markdown(config: Config, env: dict, rows: list[dict]) -> str:
     t = config.target_ratio
     headers = ["encoder (width × depth, heads)", "params", "attent train (ex/s)", "hand + Orbax ckpt (ex/s)",
                "ratio per repetition", "median [interval]", f"≥ {t}", "end-only ckpt (ex/s)", "hand loop (ex/s)",
-               "ratio per repetition ", "median [interval] ", f"≥ {t} ", "attent / hand (median)"]
+               "ratio per repetition ", "median [interval] ", f"≥ {t} ", "attent / hand (median)",
+               "library step, bare loop / hand (median)"]
 
     def median(r, key):
         interval = r[f"interval_{key}"]
@@ -343,7 +400,8 @@ def markdown(config: Config, env: dict, rows: list[dict]) -> str:
               stats.fmt_mean_std(r["attent_final_ckpt_examples_per_s"], 0),
               stats.fmt_mean_std(r["hand_examples_per_s"], 0),
               ", ".join(f"{x:.3f}" for x in r["ratio_final_ckpt"]), median(r, "ratio_final_ckpt"),
-              decided(r["pass_final_ckpt"], r["resolved_ratio_final_ckpt"]), median(r, "ratio_vs_plain")]
+              decided(r["pass_final_ckpt"], r["resolved_ratio_final_ckpt"]), median(r, "ratio_vs_plain"),
+              median(r, "ratio_step")]
              for r in rows]
     coverage = next((r["interval_ratio"][2] for r in rows if r["interval_ratio"]), None)
     return "\n".join([
@@ -354,7 +412,9 @@ def markdown(config: Config, env: dict, rows: list[dict]) -> str:
         "`attent train` (an Orbax checkpoint at every epoch end, its default) against the hand loop with an Orbax "
         "async save of its params and optimizer state at every epoch end; and the same `attent train` run saving "
         "only after its last epoch against the hand loop without saves. The last column, `attent train` against "
-        "the hand loop without saves, is what the default per-epoch checkpoint costs here.\n",
+        "the hand loop without saves, is what the default per-epoch checkpoint costs here; the one after it, the "
+        "library's own jitted step driven by the hand loop's bare `for` loop, is the step's share of the cost "
+        "(the end-only ratio adds the loop's host work to it).\n",
         "Intervals: the median's distribution-free sign-test interval over the repetitions"
         + (f" ({coverage:.1%} coverage)" if coverage else " (none: too few repetitions)")
         + "; a verdict is *not resolved* when the interval straddles the target.\n",
@@ -368,9 +428,10 @@ def markdown(config: Config, env: dict, rows: list[dict]) -> str:
 def plot(config: Config, rows: list[dict], out_dir: str) -> str:
     plt = common.pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    series = [("ratio", "attent train / hand + Orbax checkpoint", "C0", -0.15),
-              ("ratio_final_ckpt", "end-only checkpoint / hand", "C1", 0.0),
-              ("ratio_vs_plain", "attent train / hand (no checkpoint)", "C2", 0.15)]
+    series = [("ratio", "attent train / hand + Orbax checkpoint", "C0", -0.225),
+              ("ratio_final_ckpt", "end-only checkpoint / hand", "C1", -0.075),
+              ("ratio_vs_plain", "attent train / hand (no checkpoint)", "C2", 0.075),
+              ("ratio_step", "library step in a bare loop / hand", "C3", 0.225)]
     for k, r in enumerate(rows):
         for key, label, color, dx in series:
             ax.scatter([k + dx] * len(r[key]), r[key], color=color, alpha=0.6)

@@ -210,6 +210,8 @@ def test_bench_overhead_quick(tmp_path, cache_dir):
                                    np.array(r["attent_final_ckpt_examples_per_s"]) / r["hand_examples_per_s"])
         assert r["pass_final_ckpt"] is bool(float(np.median(r["ratio_final_ckpt"])) >= cfg["target_ratio"])
         np.testing.assert_allclose(r["ratio_vs_plain"], np.array(r["attent_examples_per_s"]) / r["hand_examples_per_s"])
+        np.testing.assert_allclose(r["ratio_step"], np.array(r["step_examples_per_s"]) / r["hand_examples_per_s"])
+        assert r["median_ratio_step"] == float(np.median(r["ratio_step"]))
         assert 0 < r["hand_save_cpu_s"] and 0 < r["library_save_cpu_s"]   # measured, not left at a default
         # The order turns each repetition (catches a fixed order, which a drifting load would bias).
         assert [o[0] for o in r["order"]] == ["attent", "copying", "hand", "hand_ckpt"][:cfg["repeats"]]
