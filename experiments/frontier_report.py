@@ -23,6 +23,7 @@ import os
 import numpy as np
 
 from . import common, stats
+from .stats import direction as verdict, paired_interval  # noqa: F401  (frontier.verdict / paired_interval, as before)
 
 NAME = "frontier"
 METHODS = ("all_data", "attent", "attent_lr_steps", "random", "infobatch")
@@ -46,23 +47,6 @@ def summarize(config, points: dict) -> dict:
                                   "per_seed_cost": [p["cost"] for p in ps]}
                        for b, ps in by_budget.items()}
     return out
-
-
-def paired_interval(diffs) -> tuple[float, float, float]:
-    """Mean and 95% Student-t interval of paired differences (NaN interval for fewer than 2)."""
-    d = np.asarray(diffs, float)
-    mean = float(d.mean()) if d.size else float("nan")
-    if d.size < 2:
-        return mean, float("nan"), float("nan")
-    from scipy import stats as sps
-    half = float(sps.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size))
-    return mean, mean - half, mean + half
-
-
-def verdict(lo: float, hi: float) -> str:
-    """The verdict word of a paired difference's 95% interval: better (above 0), worse (below), else not resolved."""
-    return ("not resolved (one seed)" if math.isnan(lo) else "better" if lo > 0 else
-            "worse" if hi < 0 else "not resolved")
 
 
 def interval_text(lo: float, hi: float) -> str:

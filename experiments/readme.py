@@ -180,7 +180,7 @@ def from_scratch(results: Results) -> str:
     labels = {"all_data": "all data (baseline)",
               "attent": f"AtteNT ({run['selection'].capitalize()}, ratio {run['ratio_start']:g}→{run['ratio_end']:g}, "
                         f"{'growing' if run['interval'] == 'incremental' else run['interval']} interval)",
-              "random": "random subsets, same budget", "infobatch": "InfoBatch"}
+              "random": "random subsets, same examples", "infobatch": "InfoBatch"}
     rows = []
     for method, s in data["summary"].items():
         overhead = [a + b for a, b in zip(s["scoring_s"], s["selection_s"])]

@@ -132,6 +132,9 @@ FUNCTIONS: dict[str, Callable] = {
         None if ok is None else bool(ok)),
     # A paper claim's measured verdict (True / False / None: not resolved within the script's margin).
     "claim": _claim,
+    # Paired differences over seeds: [mean, lo, hi] of the 95% Student-t interval, and its verdict word.
+    "paired": lambda d: list(stats.paired_interval(_numeric(d))),
+    "direction": lambda d: stats.direction(*stats.paired_interval(_numeric(d))[1:]),
 }
 _BINOPS = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: np.divide, ast.Pow: np.power}
 _CMPOPS = {ast.Gt: np.greater, ast.GtE: np.greater_equal, ast.Lt: np.less, ast.LtE: np.less_equal,

@@ -58,6 +58,23 @@ def median_interval(values, level: float = 0.95) -> tuple[float, float, float] |
     return best
 
 
+def paired_interval(diffs) -> tuple[float, float, float]:
+    """Mean and 95% Student-t interval of paired differences (NaN interval for fewer than 2)."""
+    d = np.asarray(diffs, float)
+    mean = float(d.mean()) if d.size else float("nan")
+    if d.size < 2:
+        return mean, float("nan"), float("nan")
+    from scipy import stats as sps
+    half = float(sps.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size))
+    return mean, mean - half, mean + half
+
+
+def direction(lo: float, hi: float) -> str:
+    """The verdict word of a paired difference's 95% interval: better (above 0), worse (below), else not resolved."""
+    return ("not resolved (one seed)" if math.isnan(lo) else "better" if lo > 0 else
+            "worse" if hi < 0 else "not resolved")
+
+
 def verdict(ok: bool | None) -> str:
     return "N/A" if ok is None else ("PASS" if ok else "MISS")
 

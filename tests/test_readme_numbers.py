@@ -149,6 +149,12 @@ def test_values_are_computed_not_parsed():
         assert readme_values.evaluate("claim(c)", {"c": agrees}, results, "t") == word
     with pytest.raises(ValueError, match="claim"):   # a NaN or a list is no verdict (bool() of either is truthy)
         readme_values.evaluate("claim(c)", {"c": float("nan")}, results, "t")
+    # Paired differences: the t interval of a - b over seeds (catches the difference's sign or pairing lost).
+    mean, lo, hi = readme_values.evaluate("paired(a - b)", {"a": [3.0, 5.0, 4.0], "b": [1.0, 2.0, 2.0]}, results, "t")
+    assert mean == pytest.approx(7.0 / 3.0) and lo < mean < hi and hi - mean == pytest.approx(mean - lo)
+    assert readme_values.evaluate("direction(a - b)", {"a": [3.0, 5.0, 4.0], "b": [1.0, 2.0, 2.0]}, results, "t") == "better"
+    assert readme_values.evaluate("direction(b - a)", {"a": [3.0, 5.0, 4.0], "b": [1.0, 2.0, 2.0]}, results, "t") == "worse"
+    assert readme_values.evaluate("direction(a - b)", {"a": [3.0, -5.0], "b": [1.0, 2.0]}, results, "t") == "not resolved"
     with pytest.raises(ValueError, match="unknown function '__import__'"):  # never eval
         readme_values.evaluate("__import__('os')", {}, results, "t")
     with pytest.raises(ValueError, match="not part of the expression language"):
