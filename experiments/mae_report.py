@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from attent_jax.learner.settling import linear_path, relative_distance as _rel, settled_fraction
+from attent_jax.learner.settling import linear_path, relative_distance as _rel, settled_fraction, window_change
 
 from . import common, frontier, stats
 
@@ -62,7 +62,7 @@ def _settled(values, epochs, T: int, tolerance: float) -> float:
 def settling(kernels: list, epochs: list, k_2t: np.ndarray, config) -> dict:
     """The trust issue's settling measures of kernels K_0..K_T (module docstring of mae_pretrain), and the control.
 
-    window: w_i = ‖K_i − K_{i+Δ}‖/‖K_i‖ for i in 0..T−Δ; ref: r_i = ‖K_i − K'_2T‖/‖K'_2T‖ for i in 0..T;
+    window: w_i = ‖K_i − K_{i+Δ}‖/‖K_0‖ for i in 0..T−Δ (`attent_jax.learner.settling.window_change`); ref: r_i = ‖K_i − K'_2T‖/‖K'_2T‖ for i in 0..T;
     each settled from the first epoch after which it stays ≤ tolerance × its value at initialization.
     The control moves K_0 → K'_2T at constant speed over the same epochs: it must never settle early.
     """
@@ -71,7 +71,7 @@ def settling(kernels: list, epochs: list, k_2t: np.ndarray, config) -> dict:
     lag = max(int(round(config.window_fraction * T)), 1)
 
     def measures(ks):
-        window = [_rel(ks[i + lag], ks[i]) for i in range(len(ks) - lag)]
+        window = window_change(ks, lag).tolist()
         ref = [_rel(k, k_2t) for k in ks]
         return window, ref, _settled(window, epochs, T, tol), _settled(ref, epochs, T, tol)
 

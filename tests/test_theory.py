@@ -19,12 +19,8 @@ from attent_theory.report import Check, Report
 KNOWN_FAILURES = {
     ("kernel_convergence", "drift vs width d' (c=1/√d'): slope"):
         "widening d' alone cannot freeze the ANTK: logits and W_V move O(1) at any d'",
-    ("kernel_convergence", "window change settled by, fraction of T (constant)"):
-        "with a constant step the kernel's change over a window stays above 5% of its first value past T/4",
     ("kernel_convergence", "2T-run kernel reached by, fraction of T (constant)"):
         "the kernel keeps drifting between T and 2T: K_T is not within 5% of the initial distance to K_2T",
-    ("kernel_convergence", "window change settled by, fraction of T (cosine)"):
-        "the quick run is too short for the kernel's change over a window to settle within a quarter of it",
     ("kernel_convergence", "2T-run kernel reached by, fraction of T (cosine)"):
         "a run twice as long ends at a different kernel: K_T is not within 5% of the initial distance to K'_2T",
     ("greedy", "steps to mid target, ρ=1"):

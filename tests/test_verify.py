@@ -31,7 +31,9 @@ def test_quick_run_writes_report_json_and_figures(tmp_path, capsys):
     failing = {(c["script"], c["name"]) for c in summary["checks"] if c["kind"] != "claim" and not c["passed"]}
     assert not failing, failing   # every identity passes and every control is caught on a correct implementation
     assert rc == 0                # ... so the README's command exits 0, whatever the paper's claims do
-    assert not summary["claims_hold"]   # some claims do not hold at this scale, and that did not change rc
+    # The summary's claim verdict is its rows' (whichever way the paper's claims come out; that a claim that does
+    # not hold leaves rc at 0 is tested with a planted one below).
+    assert summary["claims_hold"] == all(c["passed"] for c in summary["checks"] if c["kind"] == "claim")
     assert summary["controls_caught"] and any(c["kind"] == "control" for c in summary["checks"])
     assert summary["exit_code"] == rc and summary["identities_pass"]
     for c in summary["checks"]:

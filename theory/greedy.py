@@ -92,6 +92,11 @@ class Config:
     def quick(cls) -> "Config":
         return cls(num_examples=1024, steps=80, num_random=4, seeds=(0,))
 
+    def __post_init__(self):
+        # Algorithm 1 runs in 4 equal chunks (one compilation): other counts would be cut short unseen.
+        if self.steps < 4 or self.steps % 4:
+            raise ValueError(f"Config.steps: got {self.steps!r}, expected a positive multiple of 4")
+
 
 def _learner(cfg: Config) -> LearnerConfig:
     return LearnerConfig(d_in=cfg.d_in, d_qk=cfg.d_qk, scale="sqrt")
@@ -161,7 +166,7 @@ def _step_size(lc, cfg, params, x, greedy_idx, rng) -> tuple[float, float]:
 
 def _train_chunks(lc, cfg, greedy, params, x, y, lr, key):
     """Algorithm 1 in 4 chunks (one compilation), with the learner after each chunk."""
-    chunk = max(cfg.steps // 4, 1)
+    chunk = cfg.steps // 4
     curves, snapshots, p = [], [], params
     for k in range(4):
         p, curve = _train(lc, cfg.subset, chunk, greedy, p, x, y, lr, jax.random.fold_in(key, k))

@@ -4,8 +4,11 @@ The drift ‖K_t − K_T‖ to a run's own final kernel is 0 at T by constructio
 "settled once it stays small" could not fail on it. These measures compare
 K_t with kernels that are not the run's last:
 
-- the window change w_t = ‖K_t − K_{t+Δ}‖_F / ‖K_t‖_F (how much the kernel
-  still moves over the next Δ checkpoints);
+- the window change w_t = ‖K_t − K_{t+Δ}‖_F / ‖K_0‖_F (how much the kernel
+  still moves over the next Δ checkpoints, on the fixed scale of the first
+  kernel: divided by the current ‖K_t‖ instead, a kernel that only grows would
+  look settled while it moves at constant speed, and one that shrinks, as
+  trained kernels often do, would look unsettled while it has stopped);
 - the distance r_t = ‖K_t − K'‖_F / ‖K'‖_F to a reference K' from beyond the
   run (the kernel of a run twice as long).
 
@@ -29,10 +32,12 @@ def relative_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def window_change(kernels, lag: int) -> np.ndarray:
-    """w_i = ‖K_i − K_{i+lag}‖_F / ‖K_i‖_F for every checkpoint i with a partner `lag` checkpoints later."""
+    """w_i = ‖K_i − K_{i+lag}‖_F / ‖K_0‖_F for every checkpoint i with a partner `lag` checkpoints later."""
     if not isinstance(lag, (int, np.integer)) or lag < 1:
         raise ValueError(f"lag: got {lag!r}, expected an int >= 1 (checkpoints)")
-    return np.array([relative_distance(kernels[i + lag], kernels[i]) for i in range(len(kernels) - lag)])
+    scale = np.linalg.norm(kernels[0])
+    return np.array([float(np.linalg.norm(np.asarray(kernels[i + lag]) - np.asarray(kernels[i])) / scale)
+                     for i in range(len(kernels) - lag)])
 
 
 def reference_distance(kernels, k_ref: np.ndarray) -> np.ndarray:
