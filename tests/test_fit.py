@@ -4,6 +4,7 @@ Tiny sizes: a linear model on 64-128 examples, 2-3 epochs.
 """
 
 import json
+import shutil
 import sys
 
 import jax
@@ -160,6 +161,71 @@ def test_resume_after_interruption_is_bitwise(tmp_path):
     assert r_resumed["step"] == r_whole["step"] and r_resumed["examples_seen"] == r_whole["examples_seen"]
     np.testing.assert_array_equal(resumed.w[...], whole.w[...])
     assert not np.array_equal(resumed.w[...], Linear(nnx.Rngs(0)).w[...])  # and it did train
+
+
+# ------------------------------------------------------------------ a run folder holds one run's data, model and loss
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished fit of `_data()` (its folder holds fingerprint.json) and the trained weights."""
+    workdir = tmp_path_factory.mktemp("finished") / "run"
+    model = Linear(nnx.Rngs(0))
+    result = aj.fit(model, mse, _data(), _config(), workdir=str(workdir))
+    return {"workdir": workdir, "w": np.asarray(model.w[...]), "result": result}
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+def mae(out, batch):
+    return jnp.mean(jnp.abs(out - batch["y"]), axis=-1)
+
+
+def _other_values():
+    data = _data(seed=1)
+    data["y"] = -10 * data["y"]
+    return data
+
+
+@pytest.mark.parametrize("model, loss, source, eval_source, message", [
+    # the reviewer's case: same shapes and config, other values (A's checkpoint came back as B's model)
+    (Linear, mse, _other_values(), None, "train_source['sampled_rows_sha256']: got '"),
+    (Linear, mse, ListSource(_other_values()), None, "train_source['sampled_rows_sha256']: got '"),
+    (Linear, mse, _data(n=80), None, "train_source['length']: got 80, "),
+    (lambda rngs: Linear(rngs, d_out=2), mse, _data(), None, "model[\"['w']\"]: got 'float32[4, 2]', "),
+    (Linear, mae, _data(), None, "per_example_loss: got '"),
+    (Linear, mse, _data(), _data(seed=2), "eval_source: got {"),
+])
+def test_other_run_in_the_folder_is_refused_untouched(finished, tmp_path, model, loss, source, eval_source, message):
+    """Catches a folder of another run (data, model shape, loss, eval data) that fit resumes: it restored that
+    run's final checkpoint, trained nothing and returned its parameters as this run's model; and a refusal that
+    comes after the folder was written to."""
+    workdir = tmp_path / "run"
+    shutil.copytree(finished["workdir"], workdir)
+    before = _snapshot(workdir)
+    with pytest.raises(ValueError) as err:
+        aj.fit(model(nnx.Rngs(0)), loss, source, _config(), eval_source=eval_source, workdir=str(workdir))
+    assert message in str(err.value) and str(workdir) in str(err.value) and "\n" not in str(err.value)
+    assert _snapshot(workdir) == before
+
+
+def test_same_data_resumes_and_an_old_folder_is_left_as_it_was(finished, tmp_path):
+    """The same examples (here as a record source) resume the finished run: its weights, its fingerprint.json
+    unchanged. Catches a fingerprint stricter than the data (e.g. of the model's values, which a resume
+    replaces), and one added to a folder written before fingerprints (it would record data this session
+    cannot know the checkpoints were trained on)."""
+    workdir = tmp_path / "run"
+    shutil.copytree(finished["workdir"], workdir)
+    saved = (workdir / "fingerprint.json").read_bytes()
+    model = Linear(nnx.Rngs(7))
+    result = aj.fit(model, mse, ListSource(_data()), _config(), workdir=str(workdir))
+    assert result["step"] == finished["result"]["step"]
+    np.testing.assert_array_equal(model.w[...], finished["w"])
+    assert (workdir / "fingerprint.json").read_bytes() == saved
+    (workdir / "fingerprint.json").unlink()
+    aj.fit(Linear(nnx.Rngs(0)), mse, _data(), _config(), workdir=str(workdir))
+    assert not (workdir / "fingerprint.json").exists()
 
 
 # ------------------------------------------------------------------ attent train --model package.module:factory

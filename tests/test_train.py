@@ -188,24 +188,58 @@ def test_restore_onto_other_device_count(reference, eight_devices, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    """Catches a NaN step saved as a checkpoint (a resume would restart from it), the last good checkpoint
+    lost or overwritten, and a NaN found only at a later flush (log_every=50: the checkpoint's flush must see it).
+
+    Two steps train on clean data (checkpoints 1 and 2), then the run resumes on data that is all NaN: its
+    first step (3) is bad whatever the epoch's order, so checkpoint 2 is the last good one."""
+    class Stop(Exception):
+        pass
+
+    def stop(step):
+        if step == 2:
+            raise Stop
+
+    workdir = str(tmp_path / "nan")
+    config = TrainConfig.from_flat(**dict(CONFIG, checkpoint_every=1, log_every=50))
+    with pytest.raises(Stop):
+        Trainer(config, workdir).run(on_step=stop)
+    good = jax.device_get(train.restore_params(workdir))
     real = train.load_dataset
 
     def poisoned(config):
         ds = real(config)
-        ds.x_train[5] = np.nan  # example 5 turns up somewhere in epoch 0 (all data)
+        ds.x_train[:] = np.nan
         return ds
 
     monkeypatch.setattr(train, "load_dataset", poisoned)
-    workdir = str(tmp_path / "nan")
-    config = TrainConfig.from_flat(**dict(CONFIG, checkpoint_every=1, log_every=50))
-    with pytest.raises(NonFiniteLossError, match=r"at step \d+") as err:
+    with pytest.raises(NonFiniteLossError, match=r"at step 3, .* the last good checkpoint is step 2 in "):
         Trainer(config, workdir).run()
-    bad_step = int(str(err.value).split("at step ")[1].split(",")[0])
-    params = train.restore_params(workdir) if bad_step > 1 else None
-    if params is not None:  # the newest checkpoint is the step before the NaN, and finite
-        assert all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(params))
-        steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
-        assert steps[-1] == bad_step - 1
+    steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
+    assert steps[-1] == 2
+    params = jax.device_get(train.restore_params(workdir))
+    for leaf, before in zip(jax.tree.leaves(params), jax.tree.leaves(good)):
+        assert np.all(np.isfinite(leaf))
+        np.testing.assert_array_equal(leaf, before)
+
+
+def test_finished_run_started_again_keeps_its_results(reference, tmp_path):
+    """Catches a finished run's results.json rewritten by a session that trained nothing: examples_per_s
+    became null (no step was timed) and wall_time grew. A finished folder without results.json (killed
+    before writing it) gets one."""
+    workdir = str(tmp_path / "again")
+    shutil.copytree(reference["workdir"], workdir)
+    path = os.path.join(workdir, "results.json")
+    with open(path, "rb") as f:
+        saved = f.read()
+    result = Trainer(TrainConfig.from_flat(**CONFIG), workdir).run()
+    with open(path, "rb") as f:
+        assert f.read() == saved
+    assert result == json.loads(saved)
+    assert result["examples_per_s"] == reference["result"]["examples_per_s"] is not None
+    os.remove(path)
+    result = Trainer(TrainConfig.from_flat(**CONFIG), workdir).run()
+    assert result["step"] == 20 and json.load(open(path)) == json.loads(json.dumps(result))
 
 
 def test_learning_rate_warmup_cosine_and_epoch_mode():

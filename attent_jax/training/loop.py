@@ -1,42 +1,36 @@
 """Sharded training with AtteNT data selection: ``train_and_evaluate(config, workdir) -> dict``.
 
-The loop of the paper's experiments (§5, Appendix C) around the greedy teacher
-of §4.3 / Algorithm 1 (`attent_jax.teaching.teacher`): each epoch the teacher plans which
-examples to train on (from its per-example score table), every training step
-writes the per-example losses of its own forward pass back into that table (so
-scores come for free), and a full scoring pass runs only when the teacher's
-schedule asks for one (``teacher.needs_full_scoring``).
+The loop of the paper's experiments (§5, Appendix C) around the greedy teacher of §4.3 / Algorithm 1
+(`attent_jax.teaching.teacher`): each epoch the teacher plans which examples to train on (from its
+per-example score table), every training step writes the per-example losses of its own forward pass back
+into that table (so scores come for free), and a full scoring pass runs only when the teacher's schedule
+asks for one (``teacher.needs_full_scoring``).
 
 The mesh and the state's shardings are in `attent_jax.training.mesh`, the scoring pass in
 `training.scoring`, evaluation in `training.evaluation`, host-side data in `training.host_data`,
 the host-side clock, bookkeeping and logs in `training.run_log`.
 
-Parallelism: one `Mesh` with a single "data" axis over all devices (of all
-hosts). The batch, the scoring pass and the evaluation are split over "data";
-params and optimizer state are replicated, or with ``fsdp`` their big arrays
-are split along their largest axis that the device count divides. Every jitted
-function has explicit in/out shardings, the train step donates the state, and
-the loop runs under ``jax.transfer_guard("disallow")``: with
-``data_placement="device"`` batches are gathered on device from the
-device-resident dataset with the epoch's index array; with ``"host"`` a
-prefetch thread reads each process's rows of the next blocks of ``host_block``
-batches in the epoch's order (fetched once per epoch) and copies them explicitly. Metrics leave the
-device only by an explicit ``jax.device_get`` every ``log_every`` steps (`LOG_LAG` steps late, so
-the device does not wait for the host's logging).
+Parallelism: one `Mesh` with a single "data" axis over all devices (of all hosts). The batch, the scoring
+pass and the evaluation are split over "data"; params and optimizer state are replicated, or with ``fsdp``
+their big arrays are split along their largest axis that the device count divides. Every jitted function
+has explicit in/out shardings, the train step donates the state, and the loop runs under
+``jax.transfer_guard("disallow")``: with ``data_placement="device"`` batches are gathered on device from
+the device-resident dataset with the epoch's index array; with ``"host"`` a prefetch thread reads each
+process's rows of the next blocks of ``host_block`` batches in the epoch's order (fetched once per epoch)
+and copies them explicitly. Metrics leave the device only by an explicit ``jax.device_get`` every
+``log_every`` steps (`LOG_LAG` steps late, so the device does not wait for the host's logging).
 
-Static shapes: the batch size is fixed, so an epoch of ``n_active`` selected
-examples runs ⌊n_active / batch_size⌋ steps and its last partial batch is
-dropped (the dropped examples differ between epochs: the order is reshuffled).
+Static shapes: the batch size is fixed, so an epoch of ``n_active`` selected examples runs
+⌊n_active / batch_size⌋ steps and its last partial batch is dropped (the dropped examples differ between
+epochs: the order is reshuffled).
 
-Resumption: the whole state (params, optimizer state, teacher state, the
-epoch's data order and RNG key) is one pytree saved by
-`attent_jax.training.checkpoint`, with the host's step/epoch/position clock in
-the checkpoint's meta (`run_log.Session`), every ``checkpoint_every`` steps and
-at epoch ends (``checkpoint_epochs``). The train steps read the clock's entries
-as one int32 array, copied to the devices once per epoch and advanced by each
-step on device. A run started again in the same folder resumes from its newest
-intact checkpoint, and on the same device count ends with bitwise the same
-parameters as an uninterrupted run.
+Resumption: the whole state (params, optimizer state, teacher state, the epoch's data order and RNG key) is
+one pytree saved by `attent_jax.training.checkpoint`, with the host's step/epoch/position clock in the
+checkpoint's meta (`run_log.Session`), every ``checkpoint_every`` steps and at epoch ends
+(``checkpoint_epochs``). The train steps read the clock's entries as one int32 array, copied to the devices
+once per epoch and advanced by each step on device. A run started again in the same folder resumes from
+its newest intact checkpoint, and on the same device count ends with bitwise the same parameters as an
+uninterrupted run; started again once finished, it trains nothing and returns its saved results.json.
 
 Example:
     >>> from attent_jax.training.loop import train_and_evaluate
@@ -77,7 +71,7 @@ from attent_jax.training.stage_state import StageLayouts
 from attent_jax.training.stages import (Stage, build_stages, check_params_only, check_per_example, example_scores,
                                        load_dataset, model_builder, per_example_fn, stage_per_example)  # noqa: F401 (per_example_fn: importable from here, as before)
 from attent_jax.training.workdir import (CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, RESULTS_FILE,  # noqa: F401
-                                        check_run_folder, check_workdir)
+                                        check_run_folder, check_workdir, read_results)
 
 # The clock entries a train step reads (it gets them from the host's clock as one int32 array).
 STEP_CLOCK = ("pos", "stage_step", "epoch", "steps_in_epoch")
@@ -296,17 +290,22 @@ class Trainer:
                     if save:
                         run.save(state)
         run.bar.close()
-        if not last_eval:  # the folder held a finished run: report its final evaluation again
+        ckpt.wait()
+        self.final_state = state
+        # A finished run's folder: this session timed nothing, so rewriting its results.json would null the run's
+        # examples_per_s. Without one (killed before writing it) the final evaluation is redone and written.
+        stored = None if last_eval else read_results(self.workdir)
+        if stored is not None:
+            return stored
+        if not last_eval:
             si = len(self.stages) - 1
             last_eval = evaluate_stage(self, state, si, make_eval(self, si), test_data[si], decode_data[si])
-        ckpt.wait()
         result = {"step": run.clock["step"], "epochs": sum(s.epochs for s in self.stages),
                   "examples_seen": run.examples_seen, "wall_time": run.wall(),
                   "time_scoring": run.totals["time_scoring"], "time_selecting": run.totals["time_selecting"],
                   "num_devices": self.mesh.size, "examples_per_s": run.throughput(), **last_eval}
         if jax.process_index() == 0:
             write_atomic(os.path.join(self.workdir, RESULTS_FILE), json.dumps(result, indent=2) + "\n")
-        self.final_state = state
         return result
 
     def _train_epoch(self, state, run: "Session", si: int, train_step, data, on_step):
@@ -392,11 +391,13 @@ class Trainer:
 def train_and_evaluate(config: TrainConfig, workdir: str, *, on_step: Callable[[int], Any] | None = None) -> dict:
     """Train `config` in `workdir` (resuming from its newest intact checkpoint); returns the final metrics.
 
-    The final metrics: step, epochs, examples_seen, wall_time, time_scoring,
-    time_selecting, num_devices, examples_per_s (steady-state training
-    throughput), eval_loss, eval_accuracy (classification/lm) and exact_match
-    (arith). Raises `ValueError` for bad input (before writing anything) and
-    `NonFiniteLossError` if the loss becomes NaN/Inf.
+    The final metrics: step, epochs, examples_seen, wall_time, time_scoring and time_selecting (host seconds
+    of the scoring passes and the teacher's planning, summed over sessions: each session's first call also
+    compiles those kernels, so they are not pure steady-state costs; `experiments/timing.py` subtracts
+    compile time), num_devices, examples_per_s (steady-state training throughput, without each epoch's
+    first, compiling, step), eval_loss, eval_accuracy (classification/lm) and exact_match (arith). A
+    finished run's folder trains nothing and returns its saved results. Raises `ValueError` for bad input
+    (before writing anything) and `NonFiniteLossError` if the loss becomes NaN/Inf.
     """
     return Trainer(config, workdir).run(on_step=on_step)
 

@@ -21,6 +21,7 @@ from flax import nnx
 from attent_jax.training.config import TrainConfig
 from attent_jax.training.loop import Trainer
 from attent_jax.training.stages import host_source, source_arrays, user_stage
+from attent_jax.training.workdir import check_fingerprint, run_fingerprint, write_fingerprint
 
 
 def _config(config) -> TrainConfig:
@@ -61,13 +62,15 @@ def fit(model, per_example_loss: Callable, train_source, config: TrainConfig | d
       eval_fn: ``eval_fn(out, batch) -> (B,)`` per-example metric (e.g. 0/1
         correctness), logged as ``train_accuracy`` / ``eval_accuracy``; None = none.
       workdir: the run folder; a folder holding this run resumes from its newest
-        intact checkpoint.
+        intact checkpoint. Its fingerprint.json records what config.json cannot
+        see: the sources' lengths, example shapes and a hash of a sample of their
+        rows, the model's parameter shapes and the loss's name.
       on_step: called after each optimizer step with the step number.
 
     Raises ValueError (one line, before anything is written) for bad input: a
     loss or eval_fn not of shape (B,), sources of unequal lengths, examples of
     different shapes, a batch size above the number of examples, a model with
-    non-Param state.
+    non-Param state, a workdir holding a run of other data, model or loss.
     """
     config = _config(config)
     if not callable(per_example_loss):
@@ -89,6 +92,13 @@ def fit(model, per_example_loss: Callable, train_source, config: TrainConfig | d
     test = train if eval_source is None else read("eval_source", eval_source, like=train)
     stage = user_stage(resolved, per_example_loss, train, test, metric=eval_fn)
     trainer = Trainer(config, workdir, stages=[stage], build=build)
+    # The config check passed (in Trainer), but a run folder of other data would resume its checkpoint and hand
+    # back that run's parameters as this one's: refuse it before the folder is touched.
+    fingerprint = run_fingerprint(train, None if eval_source is None else test, trainer.abstract_state["params"],
+                                  per_example_loss)
+    check_fingerprint(trainer.workdir, fingerprint)
+    if jax.process_index() == 0:
+        write_fingerprint(trainer.workdir, fingerprint)
     result = trainer.run(on_step=on_step)
     if isinstance(model, nnx.Module):
         state = nnx.state(model, nnx.Param)

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
+import jax
+import numpy as np
+
 from attent_jax.training.config import RESUME_MAY_CHANGE, TrainConfig
+from attent_jax.training.host_data import num_examples, read_rows, source_spec
+from attent_jax.training.run_log import write_atomic
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
 CHECKPOINT_DIR = "checkpoints"
+# What config.json cannot see of a user's run (`attent_jax.fit`): its data, model and loss.
+FINGERPRINT_FILE = "fingerprint.json"
+# Rows of a source hashed into its fingerprint: enough to tell datasets apart, cheap for any size of source.
+SAMPLE_ROWS = 64
 
 
 def check_workdir(workdir) -> str:
@@ -56,3 +66,78 @@ def check_run_folder(workdir: str, config: TrainConfig) -> None:
             if os.path.exists(os.path.join(workdir, name)):
                 raise ValueError(f"workdir: {workdir!r} holds {name} but no {CONFIG_FILE}, expected an "
                                  f"empty or new folder, or a run folder of attent train")
+
+
+def read_results(workdir: str) -> dict | None:
+    """The results.json a finished run wrote in `workdir`, or None if there is none (or it is not a JSON object)."""
+    try:
+        with open(os.path.join(workdir, RESULTS_FILE)) as f:
+            stored = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return stored if isinstance(stored, dict) else None
+
+
+def source_fingerprint(source) -> dict:
+    """Length, per-example dtypes and shapes, and a hash of up to `SAMPLE_ROWS` evenly spaced rows (first and
+    last included) of a source (a dict of arrays or a `host_data.RecordSource`): never the whole source."""
+    n = num_examples(source)
+    idx = np.unique(np.linspace(0, n - 1, min(n, SAMPLE_ROWS)).round().astype(np.int64))
+    rows, digest = read_rows(source, idx), hashlib.sha256()
+    for k in sorted(rows):
+        digest.update(k.encode() + b"\0" + np.ascontiguousarray(rows[k]).tobytes())
+    examples = {k: f"{v.dtype}{list(v.shape[1:])}" for k, v in sorted(source_spec(source).items())}
+    return {"length": n, "examples": examples, "sampled_rows_sha256": digest.hexdigest()[:32]}
+
+
+def run_fingerprint(train, test, abstract_params, loss) -> dict:
+    """What identifies a user's run beyond its config: train and eval sources (`test` None: the train source),
+    the model's parameter tree (paths, dtypes, shapes; not values, which a resume replaces) and the loss's name."""
+    params = {jax.tree_util.keystr(path): f"{leaf.dtype}{list(leaf.shape)}"
+              for path, leaf in jax.tree_util.tree_leaves_with_path(abstract_params)}
+    name = f"{getattr(loss, '__module__', None)}.{getattr(loss, '__qualname__', type(loss).__name__)}"
+    return {"train_source": source_fingerprint(train), "model": params, "per_example_loss": name,
+            "eval_source": None if test is None else source_fingerprint(test)}
+
+
+def _first_difference(saved, new, path: tuple = ()):
+    """(keys down to the first differing value, saved value, new value) of two unequal JSON values."""
+    if isinstance(saved, dict) and isinstance(new, dict):
+        for key in [*new, *(k for k in saved if k not in new)]:
+            if saved.get(key) != new.get(key):
+                return _first_difference(saved.get(key), new.get(key), (*path, key))
+    return path, saved, new
+
+
+def check_fingerprint(workdir: str, fingerprint: dict) -> None:
+    """A folder holding a run of other data, model or loss than `fingerprint`: a one-line ValueError naming what
+    differs. Only next to a config.json: a fingerprint alone is from a start killed before it wrote one (its
+    fingerprint is written first), which trained nothing. Reads only."""
+    path = os.path.join(workdir, FINGERPRINT_FILE)
+    if not (os.path.isfile(path) and os.path.isfile(os.path.join(workdir, CONFIG_FILE))):
+        return
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"workdir: {path} is not a run fingerprint ({err}); use another workdir") from None
+    new = json.loads(json.dumps(fingerprint))  # as it would be saved (tuples as lists)
+    if not isinstance(saved, dict):
+        raise ValueError(f"workdir: {path} is not a run fingerprint (got {type(saved).__name__}); use another workdir")
+    if saved != new:
+        keys, was, got = _first_difference(saved, new)
+        where = keys[0] + "".join(f"[{k!r}]" for k in keys[1:])
+        raise ValueError(f"{where}: got {got!r}, but workdir {workdir} holds a run with {was!r}; pass the "
+                         "same data, model and loss to resume, or use another workdir")
+
+
+def write_fingerprint(workdir: str, fingerprint: dict) -> None:
+    """Save `fingerprint` in a new run folder, just before its config.json is written (by `Trainer.run`).
+
+    A folder that already holds a config.json keeps what it holds: with a fingerprint, that one (checked
+    equal); without one (written before fingerprints existed), none is added, since this session cannot
+    know what that run's checkpoints were trained on, and a guessed record could refuse the run's real data.
+    """
+    if not os.path.isfile(os.path.join(workdir, CONFIG_FILE)):
+        os.makedirs(workdir, exist_ok=True)
+        write_atomic(os.path.join(workdir, FINGERPRINT_FILE), json.dumps(fingerprint, indent=1) + "\n")
