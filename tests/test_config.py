@@ -84,3 +84,53 @@ def test_replace_changes_only_the_named_fields():
     new = cfg.replace(selection="none", epochs=5)
     assert new.selection.selection == "none" and new.run.epochs == 5 and new.data == cfg.data
     assert new.regime() == "full" and cfg.regime() == "scratch"
+
+
+@pytest.mark.parametrize("field,value", [
+    ("seed", 2**32), ("seed", 2**63), ("seed", -1), pytest.param("seed", 10**400, id="seed-10**400"),
+    ("mask_seed", 2**32), ("mask_seed", 2**63), ("mask_seed", -1),
+])
+def test_seed_outside_32_bits_is_a_one_line_error_naming_it(field, value):
+    """Catches seeds the PRNG cannot take: 2**63 crashed the run with an OverflowError traceback (from
+    jax.random.PRNGKey), and 2**32 silently wrapped to seed 0's key, so "another seed" repeated run 0."""
+    with pytest.raises(ValueError, match=rf"^{field}: got {value}, expected an int in \[0, 4294967295\]$"):
+        TrainConfig.from_flat(**{field: value})
+
+
+def test_every_32_bit_seed_is_accepted():
+    """Guards the bound itself: 0 and 2**32 − 1 are seeds jax.random.PRNGKey takes as they are."""
+    for value in (0, 2**32 - 1):
+        cfg = TrainConfig.from_flat(seed=value, mask_seed=value)
+        assert cfg.run.seed == value and cfg.model.mask_seed == value
+
+
+@pytest.mark.parametrize("fields,warns", [
+    (dict(regime="infobatch"), True),                                  # attent train --regime infobatch
+    (dict(regime="infobatch", lr_schedule_by="epochs"), False),
+    (dict(regime="infobatch", infobatch_prune_ratio=0.0), False),     # nothing pruned: the plan holds
+    (dict(regime="infobatch", epochs=1), False),                      # no pruning epoch at all
+    (dict(regime="scratch"), False),
+    (dict(selection="none"), False),
+])
+def test_infobatch_with_a_step_schedule_warns_that_the_decay_will_not_finish(fields, warns, monkeypatch):
+    """Catches `attent train --regime infobatch` (lr_schedule_by "steps" by default) ending silently with
+    the learning rate far from the end of its decay: the step schedule counts InfoBatch's epochs as full,
+    but InfoBatch prunes part of their steps on device. Such a run must warn, once; other runs not."""
+    import warnings
+
+    from attent_jax.training import run_log, stages
+    config = TrainConfig.from_flat(**{"task": "teach", "quick": True, "epochs": 8, **fields}).resolve()
+    dataset = stages.load_dataset(config.data)
+    arrays = {"x": dataset.x_train, "y": dataset.y_train}
+    # attent train's stages, and attent_jax.fit's one stage.
+    for build in (lambda: stages.build_stages(config, dataset),
+                  lambda: stages.user_stage(config, lambda out, batch: out, arrays, arrays)):
+        monkeypatch.setattr(run_log, "_warned", set())   # warn_once remembers earlier warnings
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(2):
+                build()
+        messages = [str(w.message) for w in caught if "lr_schedule_by" in str(w.message)]
+        assert len(messages) == (1 if warns else 0), messages
+        if warns:
+            assert "'steps' with the infobatch regime" in messages[0] and "lr_schedule_by='epochs'" in messages[0]

@@ -126,6 +126,23 @@ def test_scratch_final_full_share_ends_on_all_data_like_infobatch():
     assert Teacher(TeacherConfig(regime="scratch"), num_examples=10).schedule(8)[-1].kind != "full"
 
 
+@pytest.mark.parametrize("share,num_epochs,tail", [
+    (0.7, 10, 7), (0.85, 20, 17), (0.95, 20, 19), (0.44, 25, 11),   # (1 − share)·E is an integer
+    (0.125, 8, 1), (0.125, 20, 2), (0.125, 30, 3), (0.0, 10, 0),    # the defaults: unchanged
+])
+@pytest.mark.parametrize("regime", ["infobatch", "scratch"])
+def test_all_data_tail_holds_floor_share_times_epochs(regime, share, num_epochs, tail):
+    """Catches the tail computed in floats: (1.0 − 0.7)·10 = 3.0000000000000004, whose ceil put the tail's
+    first epoch at 4, so infobatch_anneal / final_full_share = 0.7 of 10 epochs trained 6 epochs on all data
+    instead of 7 (0.85 and 0.95 of 20: 16 and 18 instead of 17 and 19). Every epoch e >= (1 − share)·E
+    trains on all data: ⌊share·E⌋ epochs."""
+    field = "infobatch_anneal" if regime == "infobatch" else "final_full_share"
+    cfg = TeacherConfig(regime=regime, **{field: share})
+    plans = Teacher(cfg, num_examples=10).schedule(num_epochs)
+    # Epoch 0 trains on all data in infobatch whatever the tail; the paper's scratch epoch 0 selects.
+    assert [p.kind == "full" for p in plans[1:]] == [e >= num_epochs - tail for e in range(1, num_epochs)]
+
+
 def test_scratch_incremental_ratio_and_interval_schedule():
     # p = e/10; r = 0.2 + 0.6 p read at each cycle's last epoch; k = round(1 + 2 p) at its first, halves up;
     # cycles [1], [2], [3, 4], [5, 6], [7, 8], [9, 10].
@@ -247,6 +264,36 @@ def test_class_weight_teacher_balances_the_subset():
     _, out = _run(teacher, 30, lambda e, idx: jnp.zeros(idx.shape))
     share = np.mean([np.mean(labels[idx[:n]] == 1) for idx, _, n in out[1:]])
     assert 0.3 < share < 0.6, share      # the data's share of class 1 is 1/6
+
+
+@pytest.mark.parametrize("batch_size", [16, 20])
+def test_examples_a_dropped_partial_batch_never_trained_are_selected_first(batch_size):
+    """Catches the module docstring going stale on unseen examples (it once said every schedule trains or
+    scores every example before the first selection that reads scores): a loop with a fixed batch size B
+    runs ⌊N / B⌋ steps, so the last N mod B examples of the all-data epoch 0 are never trained, keep the
+    +inf "unseen" score and go into finetune's fixed subset whatever their loss. Here they would have the
+    lowest losses of all (0 against 1..2) and still take 4 of the 70 places at N = 100, B = 16; with B = 20,
+    which divides N, every example is trained and the subset is the top 70 by loss."""
+    n_ex, num_epochs = 100, 3
+    teacher = Teacher(TeacherConfig.paper_finetune(), num_examples=n_ex)
+    state, idx, _, n = teacher.plan_epoch(teacher.init(_key()), 0, num_epochs)
+    steps = n // batch_size                                      # the loop drops the partial batch
+    dropped = np.asarray(idx[steps * batch_size:n])
+    assert len(dropped) == n_ex % batch_size <= batch_size - 1
+    true_N = np.random.default_rng(0).uniform(1.0, 2.0, n_ex).astype(np.float32)
+    true_N[dropped] = 0.0                                       # what they would score, had they trained
+    for s in range(steps):
+        batch = idx[s * batch_size:(s + 1) * batch_size]
+        state = teacher.update(state, batch, jnp.asarray(true_N)[batch])
+    assert not teacher.needs_full_scoring(1, num_epochs)        # nothing refreshes them before epoch 1
+    np.testing.assert_array_equal(np.isposinf(state.scores_N), ~np.asarray(state.seen_N))
+    assert sorted(np.flatnonzero(~np.asarray(state.seen_N)).tolist()) == sorted(dropped.tolist())
+    ranked = np.argsort(-true_N, kind="stable")
+    for epoch in (1, 2):                                        # select, then reuse the same subset
+        state, idx, _, n = teacher.plan_epoch(state, epoch, num_epochs)
+        subset = set(np.asarray(idx[:n]).tolist())
+        assert n == 70 and set(dropped.tolist()) <= subset
+        assert subset == set(dropped.tolist()) | set(ranked[:n - len(dropped)].tolist())
 
 
 def test_update_scatters_losses_and_respects_valid_mask():

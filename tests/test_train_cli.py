@@ -182,6 +182,18 @@ def test_bad_config_file_is_named(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("seed", ["9223372036854775808", "4294967296"])
+def test_seed_outside_32_bits_exits_2_with_one_line_and_writes_nothing(seed, tmp_path, capsys):
+    """Catches --seed 9223372036854775808 ending in an OverflowError traceback (jax.random.PRNGKey) and
+    --seed 4294967296 silently training seed 0's run: both must be exit 2, one line naming the value, and
+    no run folder."""
+    code = cli.main(["train", "--task", "teach", "--seed", seed, "--workdir", str(tmp_path / "run")] + FAST)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"seed: got {seed}, expected an int in [0, 4294967295]" in err and len(err.strip().splitlines()) == 1, err
+    assert os.listdir(tmp_path) == []
+
+
 def test_batch_size_not_divisible_by_device_count(tmp_path):
     workdir = tmp_path / "run8"
     env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")

@@ -9,7 +9,8 @@ jittable; the schedule (which epoch selects, how many, whether to re-score) is
 host-side Python, so the loop needs no device→host sync to know its shapes.
 
 Regimes (every regime but ``scratch`` trains epoch 0 on all data, which fills the
-score table from that epoch's training losses):
+score table from that epoch's training losses, except for the examples of a
+dropped partial batch: see below):
 
 - ``finetune`` (Appendix C, LLMs): epoch 0 on all data, recording each
   example's loss; at epoch 1 select round(r·N) examples from those losses
@@ -70,8 +71,18 @@ every epoch): each method is charged only for the work it needs.
 
 The score table starts at +inf with ``seen_N`` False: an unseen example outranks
 every seen one for ``hard``/``soft`` (so it is tried before being skipped) and
-is never pruned by InfoBatch. Every schedule scores or trains every example before
-its first score-reading selection, so this matters only when a loop skips updates.
+is never pruned by InfoBatch. A scoring pass scores every example, but an
+all-data epoch refreshes only the scores of the examples it trains, and a loop
+with a fixed batch size B (`attent_jax.training.loop`) drops each epoch's last
+partial batch. So when B does not divide N, the N mod B ≤ B − 1 examples that
+land in the dropped part of an all-data epoch 0 are never trained, keep +inf,
+and go first into the next score-reading selection whatever their loss, as no
+scoring pass follows an all-data epoch: in ``finetune`` into the fixed subset
+that every later epoch trains on, in ``every_epoch`` and in ``scratch`` with
+``first_epoch="full"`` into the epoch-1 selection; InfoBatch keeps them, at
+weight 1. (In a later all-data epoch the dropped examples keep their previous
+scores instead.) When B divides N every example of an all-data epoch is trained
+and this never happens.
 
 Non-finite scores follow `attent_jax.teaching.selection`'s one rule (`selection.ranking`):
 +inf first, NaN last, in every regime; InfoBatch's mean is over the finite
@@ -104,6 +115,7 @@ Example (a loop of your own; here the "losses" are made up):
 from __future__ import annotations
 
 import dataclasses
+import fractions
 import math
 
 import jax
@@ -132,9 +144,14 @@ class EpochPlan:
 def _all_data_tail(share: float, num_epochs: int) -> int:
     """The first epoch of a run's all-data tail: the first e with e >= (1 − share)·E (InfoBatch's anneal).
 
-    Shared by the infobatch and scratch regimes, so equal shares give equal tails.
+    Shared by the infobatch and scratch regimes, so equal shares give equal tails. The tail holds
+    ⌊share·E⌋ epochs, computed exactly for the decimal the user wrote (0.7 of 10 epochs: 7).
     """
-    return min(num_epochs, math.ceil((1.0 - share) * num_epochs))
+    # In floats (1.0 − 0.7)·10 is 3.0000000000000004 and ceil made it 4: a tail one epoch short. str() of a
+    # float is the shortest decimal that reads back as it, i.e. the number as written, so the Fraction
+    # product is exact and lands on the integer whenever (1 − share)·E is one; rounding the float
+    # product to some number of digits instead would still misjudge shares written with more digits.
+    return min(num_epochs, math.ceil((1 - fractions.Fraction(str(share))) * num_epochs))
 
 
 class Teacher:

@@ -51,6 +51,12 @@ def at_least(name, value, lo):
         raise ValueError(f"{name}: got {value!r}, expected an int >= {lo}")
 
 
+def int_in_range(name, value, lo, hi):
+    # No float conversion (unlike in_range): an int past 2**1024 would make math.isfinite overflow itself.
+    if not lo <= value <= hi:
+        raise ValueError(f"{name}: got {value!r}, expected an int in [{lo}, {hi}]")
+
+
 def in_range(name, value, lo, hi, lo_open=False, hi_open=False):
     ok = math.isfinite(value) and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
     if not ok:

@@ -30,7 +30,8 @@ schedule knows exactly before training starts (Σ_epochs ⌊n_active / batch⌋)
 ``lr_schedule_by="epochs"`` gives every epoch an equal share of the schedule,
 as the paper states its schedule in epochs (40 warm-up epochs of 800). The two
 agree without selection. InfoBatch decides its epoch sizes on device, so under
-"steps" its epochs are planned as full ones; prefer "epochs" with infobatch.
+"steps" its epochs are planned as full ones and the run ends before the decay
+does (`training.stages.warn_lr_schedule` warns once); use "epochs" with infobatch.
 
 Example:
     >>> from attent_jax.training.config import TrainConfig
@@ -51,7 +52,7 @@ import re
 from attent_jax.tasks.generators import check_mnist1d_patch_size
 from attent_jax.teaching import schedules, selection
 from attent_jax.teaching.teacher_config import REGIMES, TeacherConfig
-from attent_jax.training._checks import at_least, check_types, in_range, number_or_name, one_of
+from attent_jax.training._checks import at_least, check_types, in_range, int_in_range, number_or_name, one_of
 
 TASKS = ("teach", "mnist1d", "charlm", "arith")
 MODELS = ("attention", "encoder", "decoder")
@@ -64,6 +65,9 @@ OBJECTIVES = ("supervised", "mae")
 SCORE_DTYPES = ("float32", "bfloat16")
 LR_SCHEDULE_BY = ("steps", "epochs")
 DATA_PLACEMENTS = ("device", "host")   # training.host_data
+# The largest seed: jax.random.PRNGKey keeps only the low 32 bits of a seed (without x64, 2**32 gives seed 0's
+# key, so two "different" runs would be the same run) and raises OverflowError past int64.
+SEED_MAX = 2**32 - 1
 
 # The model each task trains (the only one whose inputs and outputs fit it).
 TASK_MODEL = {"teach": "attention", "mnist1d": "encoder", "charlm": "decoder", "arith": "decoder"}
@@ -116,15 +120,16 @@ class ModelConfig:
     decoder_width: int = 0         # mae: width of the light decoder; 0 = the encoder's width
     decoder_depth: int = 1         # mae: decoder blocks
     norm_pix_loss: bool = False    # mae: reconstruct patches normalized to zero mean, unit variance (MAE's option)
-    mask_seed: int = 0             # mae: example i's mask is drawn from fold_in(key(mask_seed), i), fixed for the run
+    mask_seed: int = 0             # mae: example i's mask is drawn from fold_in(key(mask_seed), i), fixed for the run; 0 .. 2**32 - 1
     lora_rank: int = 0             # LoRA: rank r of adapters on every linear layer (alpha = r), trained alone in the last (fine-tuning) stage with the base frozen; 0 = off, train all params
 
     def __post_init__(self):
         check_types(self)
         if not re.fullmatch(FACTORY_PATTERN, self.model):
             one_of("model", self.model, ("",) + MODELS, "or an import path package.module:factory")
-        for name in ("width", "depth", "num_heads", "patch_size", "decoder_width", "mask_seed", "lora_rank"):
+        for name in ("width", "depth", "num_heads", "patch_size", "decoder_width", "lora_rank"):
             at_least(name, getattr(self, name), 0)
+        int_in_range("mask_seed", self.mask_seed, 0, SEED_MAX)
         at_least("decoder_depth", self.decoder_depth, 1)
         one_of("objective", self.objective, OBJECTIVES)
         in_range("mask_ratio", self.mask_ratio, 0.0, 1.0, lo_open=True, hi_open=True)
@@ -207,7 +212,7 @@ class OptimConfig:
     eps: float = 1e-8              # Adam ε
     warmup_ratio: float = 0.05     # share of the schedule spent in linear warm-up (ViT: 40/800)
     min_lr_ratio: float = 0.0      # final learning rate as a share of the peak
-    lr_schedule_by: str = "steps"  # steps | epochs: what the schedule is laid out over (module docstring)
+    lr_schedule_by: str = "steps"  # steps | epochs: what the schedule is laid out over (module docstring); use epochs with infobatch, whose pruned epochs "steps" plans as full ones
     grad_clip: float = 0.0         # clip the global gradient norm to this; 0 = off
 
     def __post_init__(self):
@@ -234,7 +239,7 @@ class RunConfig:
     prefetch: int = 2              # host placement: training blocks (and scoring/eval chunks) read and copied ahead by a thread
     host_block: int = 8            # host placement: training batches per host->device copy (one copy feeds this many steps)
     fsdp_min_size: int = 16384     # params with fewer elements stay replicated under fsdp
-    seed: int = 0                  # seeds the model init, the teacher and the data order
+    seed: int = 0                  # seeds the model init, the teacher and the data order; 0 .. 2**32 - 1
     log_every: int = 20            # fetch metrics, log and check for NaN every this many steps (3 steps late, see loop.LOG_LAG)
     checkpoint_every: int = 200    # save a checkpoint every this many steps (and at epoch ends: checkpoint_epochs)
     checkpoint_epochs: int = 0     # also save at the end of every this-many-th epoch and of each stage's last; 0 = 1 (mnist1d --quick: 10)
@@ -253,6 +258,7 @@ class RunConfig:
             at_least(name, getattr(self, name), 1)
         for name in ("pretrain_epochs", "batch_size", "checkpoint_epochs"):
             at_least(name, getattr(self, name), 0)
+        int_in_range("seed", self.seed, 0, SEED_MAX)
         one_of("data_placement", self.data_placement, DATA_PLACEMENTS)
         at_least("prefetch", self.prefetch, 1)
         at_least("host_block", self.host_block, 1)

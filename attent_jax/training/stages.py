@@ -29,6 +29,7 @@ from attent_jax.tasks import datasets as data_lib
 from attent_jax.teaching.teacher import Teacher, TeacherConfig
 from attent_jax.training.config import FACTORY_PATTERN, MODELS, DataConfig, ModelConfig, TrainConfig
 from attent_jax.training.host_data import RecordSource, first_record, num_examples, source_spec
+from attent_jax.training.run_log import warn_once
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -54,7 +55,8 @@ class Stage:
         return self.kind in ("classification", "lm") or self.metric is not None
 
     def planned_steps(self, batch_size: int) -> list[int]:
-        """Optimizer steps of each epoch from the teacher's host-side schedule (InfoBatch: as full epochs)."""
+        """Optimizer steps of each epoch from the teacher's host-side schedule (InfoBatch: as full epochs,
+        so a "steps" learning-rate schedule does not finish: `warn_lr_schedule`)."""
         return [(p.n_active if p.n_active is not None else self.num_train) // batch_size
                 for p in self.teacher.schedule(self.epochs)]
 
@@ -97,14 +99,21 @@ def build_stages(config: TrainConfig, ds: data_lib.Dataset) -> list[Stage]:
     teacher = Teacher(config.teacher_config(), ds.num_train, labels=labels)
     if config.model.objective == "mae":
         stages.append(Stage("train", "mae", *mae_arrays(ds), run.epochs, teacher))
-        return _check_batch(stages, run.batch_size, task)
+        return _check_stages(stages, config)
     decode = None
     if ds.prompts_test is not None:
         decode = {"prompts": ds.prompts_test, "prompt_lens": ds.prompt_lens_test, "answers": ds.answers_test,
                   "vocab": ds.vocab}
     stages.append(Stage("finetune" if task == "arith" else "train", ds.kind, _arrays(ds, "train"),
                         _arrays(ds, "test"), run.epochs, teacher, decode))
-    return _check_batch(stages, run.batch_size, task)
+    return _check_stages(stages, config)
+
+
+def _check_stages(stages: list[Stage], config: TrainConfig) -> list[Stage]:
+    _check_batch(stages, config.run.batch_size, config.data.task)
+    for stage in stages:
+        warn_lr_schedule(stage, config.optim.lr_schedule_by)
+    return stages
 
 
 def _check_batch(stages: list[Stage], batch_size: int, task: str) -> list[Stage]:
@@ -113,6 +122,24 @@ def _check_batch(stages: list[Stage], batch_size: int, task: str) -> list[Stage]
             raise ValueError(f"batch_size: got {batch_size}, expected at most the {stage.num_train} "
                              f"training examples of stage {stage.name!r} of task {task!r}")
     return stages
+
+
+def warn_lr_schedule(stage: Stage, lr_schedule_by: str) -> None:
+    """Warn once when a "steps" learning-rate schedule cannot finish its decay: InfoBatch pruning epochs.
+
+    `planned_steps` counts an InfoBatch epoch as a full one (its size is drawn on device, after the schedule
+    is laid out), so the run ends with the schedule short of its end by about the pruned share of those
+    epochs' steps. Only warned, not changed: "steps" is the default, and a default resolved per regime
+    would change how an existing infobatch run folder resumes (`check_run_folder` compares the configs).
+    """
+    cfg = stage.teacher.config
+    if lr_schedule_by != "steps" or cfg.infobatch_prune_ratio == 0:
+        return
+    if any(p.kind == "infobatch" for p in stage.teacher.schedule(stage.epochs)):
+        warn_once(f"lr_schedule_by: 'steps' with the infobatch regime (stage {stage.name!r}) lays the learning-rate "
+                  "schedule out over full epochs, but InfoBatch prunes part of each epoch's steps on device, so the "
+                  "run ends before the warm-up + cosine decay does (the learning rate stays above its end value)"
+                  "; pass lr_schedule_by='epochs' (--lr-schedule-by epochs) to finish the decay")
 
 
 def mae_arrays(ds: data_lib.Dataset) -> tuple[dict, dict]:
@@ -352,4 +379,6 @@ def user_stage(config: TrainConfig, loss: Callable, train: dict, test: dict, met
         labels = train["y"] if isinstance(train, dict) else np.stack([np.asarray(r["y"]) for r in
                                                                        map(train.source.__getitem__, range(n))])
     teacher = Teacher(config.teacher_config(), n, labels=labels)
-    return Stage("train", "custom", train, test, run.epochs, teacher, loss=loss, metric=metric)
+    stage = Stage("train", "custom", train, test, run.epochs, teacher, loss=loss, metric=metric)
+    warn_lr_schedule(stage, config.optim.lr_schedule_by)
+    return stage
