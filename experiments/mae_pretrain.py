@@ -59,6 +59,7 @@ mae_ntk.png (settling measures against epoch), runs/.
 Run:
     python -m experiments.mae_pretrain            # full: 3000/1000 MNIST-1D, 3 seeds, budgets 0.5 and 1.0
     python -m experiments.mae_pretrain --quick    # smoke test
+    python -m experiments.mae_pretrain --report-only   # rebuild the NTK measures, table and figures from the JSON
 Run time on the 2-core CPU: the full config took 12.5 min (2026-12-05, 1-minute load 5 at its start,
 another training job sharing the cores for most of it), within the 40-min target. The quick run's time
 is printed by its test (tests/test_mae_pretrain.py, --durations).
@@ -69,6 +70,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import json
 import shutil
 import sys
 
@@ -316,7 +318,41 @@ def _checkpoint(out_dir: str, payload: dict) -> None:
     common.write_outputs(out_dir, NAME + "_partial", payload, "(partial: the run has not finished)\n")
 
 
+def report_only(out_dir: str) -> dict:
+    """Rebuild the NTK settling measures, markdown and figures of ``out_dir/mae_pretrain.json`` from its data.
+
+    The settling measures derive from the stored kernels (K_0..K_T and K'_2T per run), so a corrected measure
+    is recomputed from them; the race's numbers are left as measured.
+    """
+    path = os.path.join(out_dir, f"{NAME}.json")
+    if not os.path.isfile(path):
+        raise ValueError(f"out: got {out_dir!r}, expected a folder holding {NAME}.json (run mae_pretrain first)")
+    with open(path) as fh:
+        payload = json.load(fh)
+    config = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in payload["config"].items()})
+    for run_ in payload.get("ntk", {}).get("runs", {}).values():
+        kernels = [np.asarray(k) for k in run_["kernels"]]
+        run_.update(mae_report.settling(kernels, run_["epochs"], np.asarray(run_["kernel_2T"]), config))
+    # Say which code recomputed them: the measured data keep the original run's environment.
+    payload.setdefault("rebuilt", []).append({"what": "NTK settling measures from the stored kernels",
+                                              "git_commit": common.environment().get("git_commit")})
+    figures = mae_report.plot(config, payload, out_dir)
+    paths = common.write_outputs(out_dir, NAME, payload, mae_report.markdown(config, payload["environment"], payload))
+    common.print_outputs(NAME, [paths["json"], paths["markdown"], *figures])
+    return payload
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--report-only" in argv:
+        argv.remove("--report-only")
+        try:
+            _, args = common.parse_args(argv, Config, QUICK, __doc__)
+            report_only(os.path.abspath(args.out or os.path.join(common.RESULTS_ROOT, NAME)))
+        except ValueError as err:   # raised before anything is written
+            print(f"{NAME}: error: {err}", file=sys.stderr)
+            return 2
+        return 0
     return common.run_main(argv, NAME, Config, QUICK, __doc__, run)
 
 

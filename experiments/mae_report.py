@@ -105,7 +105,9 @@ def _race_tables(part: dict) -> list[str]:
     rows.append(["0", "no pre-training (trunk at init)", "0", "0", stats.fmt_mean_std([r["probe_acc_pct"] for r in u], 2),
                  stats.fmt_mean_std([r["finetune_acc_pct"] for r in u], 2), "—"])
     vrows = [[f"{v['budget']:g}", METRICS[v["metric"]], f"{v['mean']:+.2f}",
-              "—" if math.isnan(v["ci95"][0]) else f"[{v['ci95'][0]:+.2f}, {v['ci95'][1]:+.2f}]", v["verdict"]]
+              # A one-seed interval is NaN, null once read back from the JSON (--report-only).
+              "—" if v["ci95"][0] is None or math.isnan(v["ci95"][0]) else f"[{v['ci95'][0]:+.2f}, {v['ci95'][1]:+.2f}]",
+              v["verdict"]]
              for v in part["verdicts"]]
     return [stats.markdown_table(headers, rows),
             "AtteNT minus the compute-matched all-data pre-training (downstream points; paired by seed):\n",

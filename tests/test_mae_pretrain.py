@@ -28,7 +28,7 @@ def test_settling_calls_a_settling_kernel_settled_and_the_control_not():
     assert m["window_settled"] > config.settle_fraction and not m["window_holds"]
     # The window change is measured over Δ = window_fraction·T epochs, from the kernels given.
     assert m["lag_epochs"] == 2 and len(m["window"]) == T + 1 - 2
-    np.testing.assert_allclose(m["window"][3], np.linalg.norm(moving[5] - moving[3]) / np.linalg.norm(moving[3]))
+    np.testing.assert_allclose(m["window"][3], np.linalg.norm(moving[5] - moving[3]) / np.linalg.norm(moving[0]))
 
 
 def test_bad_config_is_a_one_line_error():
@@ -98,3 +98,15 @@ def test_quick_run_writes_its_outputs_and_its_numbers_follow(tmp_path):
                                rtol=1e-9)
     assert ntk["ref_distance"][0] > 1e-4     # pre-training moved the kernel
     assert ntk["control_caught"]
+    # --report-only rebuilds the settling measures from the stored kernels: planted wrong values are replaced
+    # by what the kernels give (catches a rebuild that keeps the stored measures), the race is kept as measured.
+    planted = dict(payload, ntk=dict(payload["ntk"], runs={k: dict(v, window=[9.0], window_settled=9.0)
+                                                           for k, v in payload["ntk"]["runs"].items()}))
+    (tmp_path / "mae_pretrain.json").write_text(json.dumps(planted))
+    assert mae_pretrain.main(["--report-only", "--out", str(tmp_path)]) == 0
+    rebuilt = json.loads((tmp_path / "mae_pretrain.json").read_text())
+    for name, run in rebuilt["ntk"]["runs"].items():
+        assert run["window"] == pytest.approx(payload["ntk"]["runs"][name]["window"])
+        assert run["window_settled"] == payload["ntk"]["runs"][name]["window_settled"]
+    assert rebuilt["race"] == payload["race"]
+    assert mae_pretrain.main(["--report-only", "--out", str(tmp_path / "empty")]) == 2
