@@ -27,8 +27,11 @@ at the first crossing: it could not fail. It is kept in the data as
 ``drift_to_own_end`` only to show that.) Two measures, both relative to
 their value at step 0, "settled" meaning ≤ `settle_tolerance` = 5% of it
 from some step t_s on:
-- the window change w_t = ‖K_t − K_{t+Δ}‖_F / ‖K_t‖_F, Δ = `window_fraction`·T
-  (100 of 800 steps): how much the kernel still moves over the next window.
+- the window change w_t = ‖K_t − K_{t+Δ}‖_F / ‖K_0‖_F, Δ = `window_fraction`·T
+  (100 of 800 steps): how much the kernel still moves over the next window,
+  on a fixed scale (`attent_jax.learner.settling.window_change`: divided by
+  the current ‖K_t‖, which shrinks during training here, late windows looked
+  larger than they moved, and a kernel growing at constant speed looked settled).
   With a constant step the run is continued to 2T, so w_t is measured on
   [0, 2T − Δ], including t = T; the cosine run ends at T (and its step is 0
   there), so its w_t stops at T − Δ.
@@ -41,7 +44,8 @@ Rows (claims, Fig. 5: "falls sharply within the first 50 epochs", settled
 measure and schedule. Negative controls (the same measures must call a
 kernel that never settles unsettled): the straight path
 K_0 + (t/2T)(K'_2T − K_0), moving at constant speed over the constant-step
-run's checkpoints; the old measure would have called it settled.
+run's checkpoints (the own-end drift would have called it settled), and the
+same path towards 1000·K'_2T (a window divided by the current ‖K_t‖ would).
 Figures: w_t and r_t against step (Fig. 5), heatmaps of K_t at steps
 T·(0, 139, 219, 399, 799)/799 of the constant-step run (Fig. 6).
 
