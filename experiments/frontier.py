@@ -16,6 +16,11 @@ is fully decayed at its own end:
   fitted to the budget, lr over epochs (as `experiments.from_scratch`);
 - ``attent_lr_steps``: the same with lr laid out over its planned steps, the
   best AtteNT variant measured so far (from_scratch, README Results);
+- ``attent_unseen``: ``attent_lr_steps`` whose scoring passes score only the
+  examples never scored (``--rescore unseen``): after the pass at
+  initialization every selection ranks the losses its training steps left in
+  the score table, the cheapest AtteNT variant (bench_training: its scoring
+  share meets the 5% target); not in the default method list, run it by name;
 - ``random``: RS2-style random subsets: a fresh uniform subset of B·N each
   epoch (scratch regime, fixed ratio B, interval 1, no scoring pass), E epochs,
   lr over steps;
@@ -68,7 +73,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import os
 import sys
 
@@ -96,7 +100,7 @@ class Config:
     budgets: tuple = (0.25, 0.35, 0.5, 0.65, 0.8, 1.0)  # shares of the all-data run's measured cost
     seeds: tuple = (0, 1, 2)        # training seeds (model init, teacher, data order)
     extra_seeds: tuple = (3, 4)     # seeds added after `seeds` where an AtteNT method is close to the baseline (`close_pairs`); 'none': no extra seeds; seeds already in `seeds` are skipped
-    methods: tuple = METHODS        # methods to run (all_data is the reference and the compute-matched baseline)
+    methods: tuple = tuple(m for m in METHODS if m != "attent_unseen")  # methods to run (all_data is the reference and the compute-matched baseline); attent_unseen by name
     moonshot_budget: float = 0.6    # the moonshot: largest budget at which AtteNT must match all data at 1.0 ...
     moonshot_gap: float = 0.2       # ... to within this many accuracy points (the interval's lower end)
 
@@ -163,8 +167,14 @@ def predicted_cost(train_config, cal: Calibration, seed: int, m: float | None = 
     q = cfg.selection.infobatch_prune_ratio
     steps = sum((p.n_active if p.n_active is not None else round(n * (1 - q * (cal.m() if m is None else m)))) // B
                 for p in teacher.schedule(epochs))
-    passes = sum(p.needs_full_scoring for p in teacher.schedule(epochs))
-    return steps * cal.step_s[seed] + passes * n * cal.score_s(seed, B)
+    return steps * cal.step_s[seed] + _scored_passes(cfg, teacher.schedule(epochs)) * n * cal.score_s(seed, B)
+
+
+def _scored_passes(cfg, schedule) -> int:
+    """Full passes' worth of examples the run's scoring passes score: with rescore "unseen" only the first
+    pass scores all N (every example is seen from then on), so its later passes cost about nothing."""
+    passes = sum(p.needs_full_scoring for p in schedule)
+    return min(passes, 1) if cfg.selection.rescore == "unseen" else passes
 
 
 def plan(config: Config, method: str, budget: float, seed: int, cal: Calibration):
@@ -180,18 +190,20 @@ def plan(config: Config, method: str, budget: float, seed: int, cal: Calibration
     target = budget * cal.reference_s[seed]
     if method in ATTENT_METHODS:
         lr_by = "epochs" if method == "attent" else "steps"
+        rescore = "unseen" if method == "attent_unseen" else "all"
 
         def make(e):
             return timing.mnist1d_config(config, seed, selection="soft", regime="scratch", ratio="incremental",
-                                         interval="incremental", epochs=e, lr_schedule_by=lr_by)
+                                         interval="incremental", epochs=e, lr_schedule_by=lr_by, rescore=rescore)
         costs = {e: predicted_cost(make(e), cal, seed) for e in range(2, 4 * E + 1)}
         e = min(costs, key=lambda k: (abs(costs[k] - target), k))
         return make(e), {"epochs": e}
     # InfoBatch: the most epochs (at most E) whose prune ratio q <= _Q_MAX lands on the budget.
+    from attent_jax.teaching.teacher import _all_data_tail
     from attent_jax.teaching.teacher_config import TeacherConfig
     m, anneal = cal.m(), TeacherConfig().infobatch_anneal
     for e in range(E, 1, -1):
-        tail = min(e, math.ceil((1.0 - anneal) * e))   # the teacher's all-data tail (teacher._all_data_tail)
+        tail = _all_data_tail(anneal, e)                 # the teacher's own all-data tail
         n_ib = tail - 1                                   # epochs 1 .. tail-1 prune; epoch 0 and the tail do not
         q = (e - budget * E) / (n_ib * m) if n_ib > 0 else 0.0
         if q <= _Q_MAX or e == 2:
@@ -208,7 +220,7 @@ def _learn(cal: Calibration, train_config, run: dict) -> None:
     teacher, epochs = _teacher(train_config)
     schedule = teacher.schedule(epochs)
     n, B = cfg.data.num_train, cfg.run.batch_size
-    passes = sum(p.needs_full_scoring for p in schedule)
+    passes = _scored_passes(cfg, schedule)
     st = run["stages"]["train"]
     if passes and st["scoring_s"] > 0:
         cal.score_per_example_s.append(st["scoring_s"] / (passes * n))

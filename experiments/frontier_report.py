@@ -26,11 +26,12 @@ from . import common, stats
 from .stats import direction as verdict, paired_interval  # noqa: F401  (frontier.verdict / paired_interval, as before)
 
 NAME = "frontier"
-METHODS = ("all_data", "attent", "attent_lr_steps", "random", "infobatch")
+METHODS = ("all_data", "attent", "attent_lr_steps", "attent_unseen", "random", "infobatch")
 LABELS = {"all_data": "all data, fewer epochs (compute-matched)", "attent": "AtteNT (Soft, paper schedules)",
-          "attent_lr_steps": "AtteNT (Soft), lr over steps", "random": "random subsets each epoch (RS2)",
-          "infobatch": "InfoBatch"}
-ATTENT_METHODS = ("attent", "attent_lr_steps")
+          "attent_lr_steps": "AtteNT (Soft), lr over steps",
+          "attent_unseen": "AtteNT (Soft), lr over steps, rescore unseen",
+          "random": "random subsets each epoch (RS2)", "infobatch": "InfoBatch"}
+ATTENT_METHODS = ("attent", "attent_lr_steps", "attent_unseen")
 
 
 def added_seeds(config) -> list[int]:

@@ -43,6 +43,19 @@ def test_plans_land_on_the_budget_by_the_cost_model(budget):
         assert abs(frontier.predicted_cost(other, cal, 0) - target) >= best - 1e-12, e
 
 
+def test_rescore_unseen_is_charged_for_its_first_scoring_pass_only():
+    """Catches attent_unseen planned without rescore="unseen" (it would be attent_lr_steps under another name)
+    or charged for every scheduled pass (it would be fitted to fewer epochs than its budget buys)."""
+    config = dataclasses.replace(frontier.QUICK, epochs=8, num_train=640)
+    cal = _cal(reference_s=8 * (640 // 32) * 0.01)
+    tc, _ = frontier.plan(config, "attent_unseen", 0.5, 0, cal)
+    assert tc.resolve().selection.rescore == "unseen" and tc.resolve().optim.lr_schedule_by == "steps"
+    assert timing.scoring_passes(tc) > 1   # the schedule asks for several passes; only the first scores all N
+    steps_s = frontier.predicted_cost(tc.replace(rescore="all"), cal, 0) - frontier.predicted_cost(tc, cal, 0)
+    assert steps_s == pytest.approx((timing.scoring_passes(tc) - 1) * 640 * cal.score_s(0, 32))
+    assert frontier.plan(config, "attent_lr_steps", 0.5, 0, cal)[0].resolve().selection.rescore == "all"
+
+
 def test_infobatch_prune_ratio_solves_its_cost_model():
     """Catches the prune ratio not scaled by the below-mean share m: with m = 0.5 the model's kept examples
     at the plan's q must add up to the budget."""
