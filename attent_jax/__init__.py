@@ -64,7 +64,7 @@ _API = {
     "Trainer": "attent_jax.training.loop",
     "train_and_evaluate": "attent_jax.training.loop",
     "fit": "attent_jax.training.user_run",
-    "restore_params": "attent_jax.training.loop",
+    "restore_params": "attent_jax.training.user_run",
     "NonFiniteLossError": "attent_jax.training.run_log",
     "RecordSource": "attent_jax.training.host_data",
     "open_npy_dir": "attent_jax.training.host_data",

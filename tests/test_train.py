@@ -24,6 +24,7 @@ from attent_jax.training.checkpoint import CheckpointWarning
 from attent_jax.training.loop import NonFiniteLossError, Trainer, learning_rate
 from attent_jax.training.config import TrainConfig
 from attent_jax.training.scoring import make_score
+from attent_jax.training.user_run import restore_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -204,7 +205,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     config = TrainConfig.from_flat(**dict(CONFIG, checkpoint_every=1, log_every=50))
     with pytest.raises(Stop):
         Trainer(config, workdir).run(on_step=stop)
-    good = jax.device_get(train.restore_params(workdir))
+    good = jax.device_get(restore_params(workdir))
     real = train.load_dataset
 
     def poisoned(config):
@@ -217,7 +218,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
         Trainer(config, workdir).run()
     steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
     assert steps[-1] == 2
-    params = jax.device_get(train.restore_params(workdir))
+    params = jax.device_get(restore_params(workdir))
     for leaf, before in zip(jax.tree.leaves(params), jax.tree.leaves(good)):
         assert np.all(np.isfinite(leaf))
         np.testing.assert_array_equal(leaf, before)

@@ -400,20 +400,3 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, on_step: Callable[[
     (before writing anything) and `NonFiniteLossError` if the loss becomes NaN/Inf.
     """
     return Trainer(config, workdir).run(on_step=on_step)
-
-
-def restore_params(workdir: str):
-    """The params of the newest intact checkpoint in a run folder (on the current devices)."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.isfile(path):
-        raise ValueError(f"workdir: got {workdir!r}, expected a run folder holding {CONFIG_FILE}")
-    with open(path) as f:
-        trainer = Trainer(TrainConfig.from_dict(json.load(f)), workdir)
-    ckpt = Checkpointer(os.path.join(trainer.workdir, CHECKPOINT_DIR), keep=trainer.config.run.keep_checkpoints)
-    try:
-        restored = trainer.restore(ckpt)
-    finally:
-        ckpt.close()
-    if restored is None:
-        raise ValueError(f"workdir: {workdir!r} holds no intact checkpoint")
-    return restored[0]["params"]

@@ -12,16 +12,20 @@ Example (README, "Your own model, loss and data"):
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from attent_jax.training.checkpoint import Checkpointer
 from attent_jax.training.config import TrainConfig
 from attent_jax.training.loop import Trainer
 from attent_jax.training.stages import host_source, source_arrays, user_stage
-from attent_jax.training.workdir import check_fingerprint, run_fingerprint, write_fingerprint
+from attent_jax.training.workdir import (CHECKPOINT_DIR, CONFIG_FILE, check_fingerprint, run_fingerprint,
+                                        write_fingerprint)
 
 
 def _config(config) -> TrainConfig:
@@ -105,3 +109,20 @@ def fit(model, per_example_loss: Callable, train_source, config: TrainConfig | d
         nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, jax.device_get(trainer.final_state["params"])))
         nnx.update(model, state)
     return result
+
+
+def restore_params(workdir: str):
+    """The params of the newest intact checkpoint in a run folder (on the current devices)."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise ValueError(f"workdir: got {workdir!r}, expected a run folder holding {CONFIG_FILE}")
+    with open(path) as f:
+        trainer = Trainer(TrainConfig.from_dict(json.load(f)), workdir)
+    ckpt = Checkpointer(os.path.join(trainer.workdir, CHECKPOINT_DIR), keep=trainer.config.run.keep_checkpoints)
+    try:
+        restored = trainer.restore(ckpt)
+    finally:
+        ckpt.close()
+    if restored is None:
+        raise ValueError(f"workdir: {workdir!r} holds no intact checkpoint")
+    return restored[0]["params"]
