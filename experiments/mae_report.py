@@ -7,7 +7,8 @@ import os
 
 import numpy as np
 
-from attent_jax.learner.settling import linear_path, relative_distance as _rel, settled_fraction, window_change
+from attent_jax.learner.settling import (collapsing_path, linear_path, relative_distance as _rel, settled_fraction,
+                                        window_change, window_settled)
 
 from . import common, frontier, stats
 
@@ -62,7 +63,8 @@ def _settled(values, epochs, T: int, tolerance: float) -> float:
 def settling(kernels: list, epochs: list, k_2t: np.ndarray, config) -> dict:
     """The trust issue's settling measures of kernels K_0..K_T (module docstring of mae_pretrain), and the control.
 
-    window: w_i = ‖K_i − K_{i+Δ}‖/‖K_0‖ for i in 0..T−Δ (`attent_jax.learner.settling.window_change`); ref: r_i = ‖K_i − K'_2T‖/‖K'_2T‖ for i in 0..T;
+    window: w_i = ‖K_i − K_{i+Δ}‖/‖K_0‖ for i in 0..T−Δ, and window_current the same over ‖K_i‖
+    (`attent_jax.learner.settling`: settled only when both views are); ref: r_i = ‖K_i − K'_2T‖/‖K'_2T‖ for i in 0..T;
     each settled from the first epoch after which it stays ≤ tolerance × its value at initialization.
     The control moves K_0 → K'_2T at constant speed over the same epochs: it must never settle early.
     """
@@ -71,18 +73,22 @@ def settling(kernels: list, epochs: list, k_2t: np.ndarray, config) -> dict:
     lag = max(int(round(config.window_fraction * T)), 1)
 
     def measures(ks):
-        window = window_change(ks, lag).tolist()
         ref = [_rel(k, k_2t) for k in ks]
-        return window, ref, _settled(window, epochs, T, tol), _settled(ref, epochs, T, tol)
+        return window_settled(ks, lag, epochs, T, tol, 1), ref, _settled(ref, epochs, T, tol)
 
-    window, ref, w_s, r_s = measures(kernels)
+    w_s, ref, r_s = measures(kernels)
     path = linear_path(kernels[0], k_2t, 2 * T + 1)[:len(kernels)]   # K_0 → K'_2T over 2T epochs
-    _, _, cw_s, cr_s = measures(path)
+    cw_s, _, cr_s = measures(path)
+    collapse_s = window_settled(collapsing_path(kernels[0], lag, len(kernels)), lag, epochs, T, tol, 1)["both"]
+    window = window_change(kernels, lag).tolist()
     frac = config.settle_fraction
-    return {"lag_epochs": lag, "window": window, "window_epochs": epochs[:len(window)], "ref_distance": ref,
-            "window_settled": w_s, "ref_settled": r_s, "control_window_settled": cw_s, "control_ref_settled": cr_s,
-            "window_holds": w_s <= frac, "ref_holds": r_s <= frac,
-            "control_caught": cw_s > frac and cr_s > frac,
+    return {"lag_epochs": lag, "window": window, "window_current": window_change(kernels, lag, "current").tolist(),
+            "window_epochs": epochs[:len(window)], "ref_distance": ref,
+            "window_settled": w_s["both"], "window_settled_initial": w_s["initial"],
+            "window_settled_current": w_s["current"], "ref_settled": r_s,
+            "control_window_settled": cw_s["both"], "control_window_collapsing_settled": collapse_s,
+            "control_ref_settled": cr_s, "window_holds": w_s["both"] <= frac, "ref_holds": r_s <= frac,
+            "control_caught": cw_s["both"] > frac and cr_s > frac and collapse_s > frac,
             "total_drift": _rel(kernels[-1], kernels[0]), "ref_at_T": ref[-1] / ref[0],
             "frobenius_norm": [float(np.linalg.norm(k)) for k in kernels]}
 

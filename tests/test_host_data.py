@@ -20,6 +20,7 @@ import attent_jax as aj
 from attent_jax.training import host_data
 from attent_jax.training.config import TrainConfig
 from attent_jax.training.loop import Trainer
+from attent_jax.training.workdir import SAMPLE_ROWS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = dict(task="teach", quick=True, epochs=4, batch_size=8, regime="every_epoch", selection="soft", ratio=0.5,
@@ -293,15 +294,17 @@ def test_fit_host_reads_a_record_source_lazily_and_a_read_error_stops_the_run(tm
     aj.fit(dict_model, _mse, data, _fit_config(), workdir=str(tmp_path / "dict"))
     records = FailingSource(data)
     aj.fit(rec_model, _mse, records, _fit_config(epochs=1), workdir=str(tmp_path / "records"))
-    # Record 0 once for its keys and shapes, 64 for the epoch's 4 steps, 64 for its evaluation: nothing up front.
-    assert records.reads == 1 + 64 + 64
+    # Record 0 once for its keys and shapes, a bounded sample for the run's fingerprint (workdir.SAMPLE_ROWS of
+    # these 64 rows), 64 for the epoch's 4 steps, 64 for its evaluation: nothing else up front.
+    sample = min(SAMPLE_ROWS, len(data["x"]))
+    assert records.reads == 1 + sample + 64 + 64
     aj.fit(rec_model := Linear(nnx.Rngs(0)), _mse, FailingSource(data), _fit_config(),
            workdir=str(tmp_path / "records2"))
     np.testing.assert_array_equal(rec_model.w[...], dict_model.w[...])
 
     # Fails after epoch 0's steps (checkpoint at step 2), while evaluating.
     with pytest.raises(OSError, match="cannot read record 5"):
-        aj.fit(Linear(nnx.Rngs(0)), _mse, FailingSource(data, bad=5, after=1 + 64), _fit_config(),
+        aj.fit(Linear(nnx.Rngs(0)), _mse, FailingSource(data, bad=5, after=1 + sample + 64), _fit_config(),
                workdir=str(tmp_path / "bad"))
     assert os.listdir(tmp_path / "bad" / "checkpoints"), "checkpoints were deleted"
 

@@ -16,7 +16,7 @@ def test_controls_caught_and_every_other_row_is_a_claim(report):
     """Catches a settling measure that calls a constant-speed (never settling) kernel settled, as the old one did."""
     assert {c.kind for c in report.checks} == {"claim", "control"}
     controls = report.of_kind("control")
-    assert len(controls) == 3 and all(c.status == "caught" for c in controls)
+    assert len(controls) == 4 and all(c.status == "caught" for c in controls)
     assert report.passed  # no identities; the controls are caught
 
 

@@ -42,10 +42,21 @@ def test_linear_path_control_never_settles():
         settling.linear_path(k0, k1, 1)
 
 
-def test_a_growing_kernel_moving_at_constant_speed_never_settles():
-    """Catches a window divided by the current kernel's norm: along a constant-speed path to a 1000x larger
-    kernel that window shrinks like 1/‖K_t‖ and calls the path settled within a few per cent of it."""
-    path = settling.linear_path(np.eye(3) + 0.1, 1000.0 * np.eye(3), 161)
-    w = settling.window_change(path, 10)
+def test_each_view_has_its_blind_spot_and_both_together_have_neither():
+    """Catches a window judged in one view only: a constant-speed path to a 1000x larger kernel looks settled
+    on its own (current) scale, a collapse followed by constant speed on the first kernel's scale; the
+    settled time of both views together calls neither settled, and a kernel that does settle still settles."""
+    k0, steps = np.eye(3) + 0.1, list(range(0, 1610, 10))
+    growing = settling.linear_path(k0, 1000.0 * k0, 161)
+    w = settling.window_change(growing, 10)
     np.testing.assert_allclose(w / w[0], 1.0, rtol=1e-9)   # constant speed: every window moves as far
-    assert settling.settled_index(w, 0.05) == len(w)
+    collapsing = settling.collapsing_path(k0, 10, 161)
+    assert len(collapsing) == 161 and np.allclose(collapsing[10], 1e-3 * k0) and np.allclose(collapsing[-1], 0.5 * k0)
+    for path, fooled in ((growing, "current"), (collapsing, "initial")):
+        s = settling.window_settled(path, 10, steps, 800, 0.05, 10)
+        assert s[fooled] <= 0.25 and s["both"] > 1.0 and s["both"] == max(s["initial"], s["current"]), (fooled, s)
+    settles = [k0 + np.exp(-t / 3) * np.eye(3) for t in range(161)]
+    assert settling.window_settled(settles, 10, steps, 800, 0.05, 10)["both"] <= 0.25
+    np.testing.assert_allclose(settling.window_change([np.eye(2), 2 * np.eye(2), 4 * np.eye(2)], 1, "current"), [1.0, 1.0])
+    with pytest.raises(ValueError, match="scale"):
+        settling.window_change(growing, 1, "final")

@@ -4,18 +4,24 @@ The drift ‖K_t − K_T‖ to a run's own final kernel is 0 at T by constructio
 "settled once it stays small" could not fail on it. These measures compare
 K_t with kernels that are not the run's last:
 
-- the window change w_t = ‖K_t − K_{t+Δ}‖_F / ‖K_0‖_F (how much the kernel
-  still moves over the next Δ checkpoints, on the fixed scale of the first
-  kernel: divided by the current ‖K_t‖ instead, a kernel that only grows would
-  look settled while it moves at constant speed, and one that shrinks, as
-  trained kernels often do, would look unsettled while it has stopped);
+- the window change ‖K_t − K_{t+Δ}‖_F (how much the kernel still moves over
+  the next Δ checkpoints), in two views: on the first kernel's fixed scale
+  (/ ‖K_0‖_F, the paper's Figure 5 plots the unscaled distance) and on the
+  current kernel's own scale (/ ‖K_t‖_F). Each view has a blind spot: a kernel
+  that keeps moving at constant speed while it grows looks settled on its own
+  scale, and one that first collapses in norm, then keeps moving at constant
+  speed, looks settled on the first kernel's scale (its later motion is small
+  next to the collapse). A window is called settled only when both views are;
+  the controls `linear_path` with growth and `collapsing_path` catch each
+  blind spot;
 - the distance r_t = ‖K_t − K'‖_F / ‖K'‖_F to a reference K' from beyond the
   run (the kernel of a run twice as long).
 
-Either is "settled" from the first checkpoint after which it stays at or
-below a tolerance times its value at initialisation. The control is a kernel
-moving at constant speed between two kernels (`linear_path`): it never
-settles early, so a measure that calls it settled is broken.
+Each is "settled" from the first checkpoint after which it stays at or
+below a tolerance times its value at initialisation. The controls are kernels
+that never settle (`linear_path`: constant speed between two kernels;
+`collapsing_path`: a collapse, then constant speed): a measure that calls one
+settled is broken.
 
 Used by `theory.kernel_convergence` (the single-layer learner) and the MAE
 pre-training experiment (the encoder); pure NumPy, on host arrays.
@@ -31,13 +37,26 @@ def relative_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(b))
 
 
-def window_change(kernels, lag: int) -> np.ndarray:
-    """w_i = ‖K_i − K_{i+lag}‖_F / ‖K_0‖_F for every checkpoint i with a partner `lag` checkpoints later."""
+SCALES = ("initial", "current")
+
+
+def window_change(kernels, lag: int, scale: str = "initial") -> np.ndarray:
+    """w_i = ‖K_i − K_{i+lag}‖_F / ‖K_0‖_F ("initial") or / ‖K_i‖_F ("current"), for every checkpoint i
+    with a partner `lag` checkpoints later."""
     if not isinstance(lag, (int, np.integer)) or lag < 1:
         raise ValueError(f"lag: got {lag!r}, expected an int >= 1 (checkpoints)")
-    scale = np.linalg.norm(kernels[0])
-    return np.array([float(np.linalg.norm(np.asarray(kernels[i + lag]) - np.asarray(kernels[i])) / scale)
+    if scale not in SCALES:
+        raise ValueError(f"scale: got {scale!r}, expected one of {SCALES}")
+    norms = [np.linalg.norm(kernels[0] if scale == "initial" else kernels[i]) for i in range(len(kernels) - lag)]
+    return np.array([float(np.linalg.norm(np.asarray(kernels[i + lag]) - np.asarray(kernels[i])) / norms[i])
                      for i in range(len(kernels) - lag)])
+
+
+def window_settled(kernels, lag: int, times, total: float, tolerance: float, step: float) -> dict:
+    """t_s / T of the window change in each view (`SCALES`), and ``"both"``: the later of the two."""
+    out = {scale: settled_fraction(window_change(kernels, lag, scale), times, total, tolerance, step)
+           for scale in SCALES}
+    return {**out, "both": max(out.values())}
 
 
 def reference_distance(kernels, k_ref: np.ndarray) -> np.ndarray:
@@ -60,6 +79,15 @@ def settled_fraction(values, times, total: float, tolerance: float, step: float)
     i = settled_index(values, tolerance)
     n = len(values)
     return (times[i] if i < n else times[n - 1] + step) / total
+
+
+def collapsing_path(k0: np.ndarray, lag: int, count: int, floor: float = 1e-3, end: float = 0.5) -> list:
+    """A control: k0 collapses to ``floor``·k0 over the first `lag` checkpoints, then moves at constant speed
+    to ``end``·k0 (never settles; on k0's fixed scale its later motion is small next to the collapse)."""
+    if count < 2 * lag + 1:
+        raise ValueError(f"count: got {count!r}, expected >= 2·lag + 1 = {2 * lag + 1} checkpoints")
+    k0 = np.asarray(k0)
+    return linear_path(k0, floor * k0, lag + 1)[:-1] + linear_path(floor * k0, end * k0, count - lag)
 
 
 def linear_path(k0: np.ndarray, k1: np.ndarray, count: int) -> list:
