@@ -327,17 +327,24 @@ def report_only(out_dir: str) -> dict:
     path = os.path.join(out_dir, f"{NAME}.json")
     if not os.path.isfile(path):
         raise ValueError(f"out: got {out_dir!r}, expected a folder holding {NAME}.json (run mae_pretrain first)")
-    with open(path) as fh:
-        payload = json.load(fh)
-    config = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in payload["config"].items()})
-    for run_ in payload.get("ntk", {}).get("runs", {}).values():
-        kernels = [np.asarray(k) for k in run_["kernels"]]
-        run_.update(mae_report.settling(kernels, run_["epochs"], np.asarray(run_["kernel_2T"]), config))
-    # Say which code recomputed them: the measured data keep the original run's environment.
+    try:
+        with open(path) as fh:
+            payload = json.load(fh)
+        config = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in payload["config"].items()})
+        runs = payload.get("ntk", {}).get("runs", {})
+        rebuilt = {name: mae_report.settling([np.asarray(k) for k in r["kernels"]], r["epochs"],
+                                             np.asarray(r["kernel_2T"]), config) for name, r in runs.items()}
+    except (KeyError, TypeError, json.JSONDecodeError) as err:   # a file this version cannot rebuild: say so
+        raise ValueError(f"out: {path} cannot be rebuilt ({type(err).__name__}: {err})") from None
+    # The measures it replaces are kept, and which code recomputed them (the data keep their run's environment).
+    previous = {name: {k: runs[name].get(k) for k in rebuilt[name] if k.endswith("settled")} for name in runs}
     payload.setdefault("rebuilt", []).append({"what": "NTK settling measures from the stored kernels",
-                                              "git_commit": common.environment().get("git_commit")})
-    figures = mae_report.plot(config, payload, out_dir)
+                                              "git_commit": common.environment().get("git_commit"),
+                                              "previous": previous})
+    for name, measures in rebuilt.items():
+        runs[name].update(measures)
     paths = common.write_outputs(out_dir, NAME, payload, mae_report.markdown(config, payload["environment"], payload))
+    figures = mae_report.plot(config, payload, out_dir)
     common.print_outputs(NAME, [paths["json"], paths["markdown"], *figures])
     return payload
 

@@ -5,6 +5,7 @@ Tiny sizes: a linear model on 64-128 examples, 2-3 epochs.
 
 import json
 import shutil
+import subprocess
 import sys
 
 import jax
@@ -283,3 +284,29 @@ def test_cli_bad_model_path_exits_2(tmp_path, factory_module, capsys, path, mess
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and "\n" not in err
     assert not workdir.exists()
+
+
+def test_losses_that_share_a_name_have_different_identities():
+    """Catches a fingerprint that names a loss only by module.qualname: every lambda is ``<lambda>`` and every
+    functools.partial ``functools.partial``, so fit would resume a run of another such loss."""
+    import functools
+
+    from attent_jax.training.workdir import loss_identity
+
+    def scaled(out, batch, scale):
+        return scale * mse(out, batch)
+
+    first, second = (lambda out, b: mse(out, b)), (lambda out, b: 2.0 * mse(out, b))
+    assert loss_identity(first) != loss_identity(second)
+    assert loss_identity(functools.partial(scaled, scale=1.0)) != loss_identity(functools.partial(scaled, scale=2.0))
+    assert loss_identity(functools.partial(scaled, scale=1.0)) == loss_identity(functools.partial(scaled, scale=1.0))
+    assert loss_identity(mse) == f"{mse.__module__}.mse"   # a named function keeps its plain name
+    # The same loss in another process: nothing that depends on memory addresses (a closure over a function,
+    # a nested lambda's code object) enters its identity.
+    script = ("from attent_jax.training.workdir import loss_identity\n"
+              "def make(f):\n    return lambda out, b: (lambda v: v)(f(out, b))\n"
+              "def base(out, b):\n    return out\n"
+              "print(loss_identity(make(base)))\n")
+    runs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+            for _ in range(2)}
+    assert len(runs) == 1 and "#" in runs.pop()

@@ -109,4 +109,11 @@ def test_quick_run_writes_its_outputs_and_its_numbers_follow(tmp_path):
         assert run["window"] == pytest.approx(payload["ntk"]["runs"][name]["window"])
         assert run["window_settled"] == payload["ntk"]["runs"][name]["window_settled"]
     assert rebuilt["race"] == payload["race"]
+    assert rebuilt["rebuilt"][-1]["previous"][name]["window_settled"] == 9.0   # what it replaced is kept
     assert mae_pretrain.main(["--report-only", "--out", str(tmp_path / "empty")]) == 2
+    # A file it cannot rebuild (no kernels) is a one-line error, exit 2, and is left as it was.
+    broken = dict(rebuilt, ntk=dict(rebuilt["ntk"], runs={k: {kk: vv for kk, vv in v.items() if kk != "kernels"}
+                                                        for k, v in rebuilt["ntk"]["runs"].items()}))
+    (tmp_path / "mae_pretrain.json").write_text(json.dumps(broken))
+    assert mae_pretrain.main(["--report-only", "--out", str(tmp_path)]) == 2
+    assert json.loads((tmp_path / "mae_pretrain.json").read_text()) == broken

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import re
+import types
 
 import jax
 import numpy as np
@@ -95,9 +98,39 @@ def run_fingerprint(train, test, abstract_params, loss) -> dict:
     the model's parameter tree (paths, dtypes, shapes; not values, which a resume replaces) and the loss's name."""
     params = {jax.tree_util.keystr(path): f"{leaf.dtype}{list(leaf.shape)}"
               for path, leaf in jax.tree_util.tree_leaves_with_path(abstract_params)}
-    name = f"{getattr(loss, '__module__', None)}.{getattr(loss, '__qualname__', type(loss).__name__)}"
-    return {"train_source": source_fingerprint(train), "model": params, "per_example_loss": name,
+    return {"train_source": source_fingerprint(train), "model": params, "per_example_loss": loss_identity(loss),
             "eval_source": None if test is None else source_fingerprint(test)}
+
+
+def loss_identity(fn) -> str:
+    """A loss's name, module.qualname; where that name is shared, what tells the functions apart.
+
+    A ``functools.partial`` adds its function's identity and a hash of its bound arguments; a lambda or a
+    function defined inside another (``<lambda>``, ``<locals>`` in the name: many share it) a hash of its code,
+    constants and closure values, so two different lambdas are two different losses.
+    """
+    if isinstance(fn, functools.partial):
+        bound = hashlib.sha256(_stable((fn.args, sorted(fn.keywords.items()))).encode()).hexdigest()[:16]
+        return f"functools.partial({loss_identity(fn.func)}, {bound})"
+    name = f"{getattr(fn, '__module__', None)}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+    code = getattr(fn, "__code__", None)
+    if code is None or "<" not in name:
+        return name
+    cells = [c.cell_contents for c in (getattr(fn, "__closure__", None) or ())]
+    body = hashlib.sha256(_stable((code, cells)).encode()).hexdigest()[:16]
+    return f"{name}#{body}"
+
+
+def _stable(x) -> str:
+    """A text of `x` that is the same in every process: code by its bytecode, callables by `loss_identity`,
+    memory addresses (``<... at 0x7f...>``) blanked."""
+    if isinstance(x, types.CodeType):
+        return f"code({x.co_code.hex()}, {_stable(x.co_consts)}, {x.co_names})"
+    if isinstance(x, (tuple, list)):
+        return "(" + ", ".join(_stable(v) for v in x) + ")"
+    if callable(x) and not isinstance(x, type):
+        return loss_identity(x)
+    return re.sub(r"0x[0-9a-fA-F]+", "0x", repr(x))
 
 
 def _first_difference(saved, new, path: tuple = ()):
