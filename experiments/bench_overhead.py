@@ -29,8 +29,9 @@ all data:
 - ``step``: the library's own jitted train step (the one ``attent`` runs, with
   its teacher table update, schedule and finiteness check), driven by the hand
   loop's bare ``for`` loop and timed as the hand loop is. ``ratio_step`` = step /
-  hand splits the library's cost in two: its step's device work (this ratio)
-  and its loop's host work (what ``ratio_final_ckpt`` adds to it).
+  hand shows whether the library's cost is in its step (device work); what
+  ``ratio_final_ckpt`` adds to it is outside the step (the loop's host work),
+  read off two medians without an interval of its own.
 
 Two like-for-like ratios, each with the target ≥ 0.95: ``ratio`` = attent /
 hand_ckpt (both checkpoint every epoch: the library's loop plus its
