@@ -179,19 +179,11 @@ class HandLoop:
             self.manager = None
 
     def run(self, epochs: int, checkpoint_dir: str | None = None) -> float:
-        """Examples/s of `epochs` epochs, saving after each if `checkpoint_dir` is given (saves untimed).
-
-        Total examples over total seconds, as the library's ``examples_per_s`` counts: a mean of per-epoch
-        rates would exceed it whenever the epochs' speeds differ, and favour this loop.
-        """
-        examples = seconds = 0.0
-        for _ in range(epochs):
-            n, t = self.epoch()
-            examples, seconds = examples + n, seconds + t
-            if checkpoint_dir is not None:
-                self.save(checkpoint_dir)
+        """Examples/s of `epochs` epochs (`total_rate`), saving after each if `checkpoint_dir` is given (untimed)."""
+        save = None if checkpoint_dir is None else (lambda: self.save(checkpoint_dir))
+        rate = total_rate(self.epoch, epochs, after=save)
         self.close()
-        return examples / seconds
+        return rate
 
     def epoch(self) -> tuple[int, float]:
         """One epoch; returns (examples, seconds) of its steps after the first."""
@@ -226,10 +218,10 @@ class StepLoop:
         self.state = trainer.init_state()
         self.data = {k: trainer._put(v) for k, v in trainer.stages[0].train.items()}
         self.step = trainer._make_train_step(0)
-        self.steps = len(trainer.stages[0].train["x"]) // self.B
+        n = len(trainer.stages[0].train["x"])
+        self.steps = n // self.B
         # The clock the loop hands its step at an epoch's start: position 0 of an epoch of `steps` steps.
         self.clock = np.array([{"steps_in_epoch": self.steps}.get(k, 0) for k in STEP_CLOCK], np.int32)
-        n = len(trainer.stages[0].train["x"])
         # Each epoch a fresh order, as the hand loop draws (the state's initial order is all zeros: every
         # batch would gather example 0, from cache).
         self.permute = jax.jit(lambda key: jax.random.permutation(key, n).astype(jnp.int32),
@@ -238,22 +230,37 @@ class StepLoop:
 
     def run(self, epochs: int) -> float:
         """Examples/s of `epochs` epochs, as `HandLoop.run` counts them."""
+        return total_rate(self.epoch, epochs)
+
+    def epoch(self) -> tuple[int, float]:
+        """One epoch in a fresh order; returns (examples, seconds) of its steps after the first."""
         import jax
 
-        examples = seconds = 0.0
-        for _ in range(epochs):
-            self.key, key = jax.random.split(self.key)
-            state, clock_4 = dict(self.state, order=[self.permute(key)]), self.trainer._put(self.clock)
+        self.key, key = jax.random.split(self.key)
+        state, clock_4 = dict(self.state, order=[self.permute(key)]), self.trainer._put(self.clock)
+        state, metrics, clock_4 = self.step(state, self.data, clock_4)
+        jax.block_until_ready(metrics)
+        t0 = time.perf_counter()
+        for _ in range(self.steps - 1):
             state, metrics, clock_4 = self.step(state, self.data, clock_4)
-            jax.block_until_ready(metrics)
-            t0 = time.perf_counter()
-            for _ in range(self.steps - 1):
-                state, metrics, clock_4 = self.step(state, self.data, clock_4)
-            jax.block_until_ready((state, metrics))
-            seconds += time.perf_counter() - t0
-            examples += (self.steps - 1) * self.B
-            self.state = state
-        return examples / seconds
+        jax.block_until_ready((state, metrics))
+        self.state = state
+        return (self.steps - 1) * self.B, time.perf_counter() - t0
+
+
+def total_rate(epoch, epochs: int, after=None) -> float:
+    """Examples/s of `epochs` calls of ``epoch() -> (examples, seconds)``, ``after()`` (untimed) after each.
+
+    Total examples over total seconds, as the library's ``examples_per_s`` counts: a mean of per-epoch rates
+    would exceed it whenever the epochs' speeds differ, and favour the loop measured so.
+    """
+    examples = seconds = 0.0
+    for _ in range(epochs):
+        n, t = epoch()
+        examples, seconds = examples + n, seconds + t
+        if after is not None:
+            after()
+    return examples / seconds
 
 
 # =========================================================================== measurement

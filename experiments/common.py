@@ -107,11 +107,23 @@ def parse_args(argv: Sequence[str] | None, config_cls, quick_config, description
     return dataclasses.replace(base, **given), args
 
 
-def run_main(argv, name: str, config_cls, quick_config, doc: str, run_fn) -> int:
+def run_main(argv, name: str, config_cls, quick_config, doc: str, run_fn, report_only=None) -> int:
     """The body of every script's ``main``: flags → config → ``run_fn(config, out_dir)`` under `compile_cache`.
 
-    Bad values end with a one-line error and exit code 2, as `attent` does.
+    Bad values end with a one-line error and exit code 2, as `attent` does. A script that can rebuild its
+    tables and figures from its saved JSON passes ``report_only(out_dir)``: ``--report-only`` then calls it
+    instead of running (a ValueError it raises before writing is the same one-line error).
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if report_only is not None and "--report-only" in argv:
+        argv.remove("--report-only")
+        try:
+            _, args = parse_args(argv, config_cls, quick_config, doc)
+            report_only(os.path.abspath(args.out or os.path.join(RESULTS_ROOT, name)))
+        except ValueError as err:
+            print(f"{name}: error: {err}", file=sys.stderr)
+            return 2
+        return 0
     try:
         config, args = parse_args(argv, config_cls, quick_config, doc)
         out_dir = output_dir(name, args.out)

@@ -341,17 +341,7 @@ def _point(method, budget, seed, r, ref, desc, predicted_s) -> dict:
 
 
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--report-only" in argv:
-        argv.remove("--report-only")
-        try:
-            _, args = common.parse_args(argv, Config, QUICK, __doc__)
-            regenerate(os.path.abspath(args.out or os.path.join(common.RESULTS_ROOT, NAME)), Config)
-        except ValueError as err:   # raised before anything is written
-            print(f"{NAME}: error: {err}", file=sys.stderr)
-            return 2
-        return 0
-    return common.run_main(argv, NAME, Config, QUICK, __doc__, run)
+    return common.run_main(argv, NAME, Config, QUICK, __doc__, run, report_only=lambda out: regenerate(out, Config))
 
 
 if __name__ == "__main__":

@@ -350,17 +350,7 @@ def report_only(out_dir: str) -> dict:
 
 
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--report-only" in argv:
-        argv.remove("--report-only")
-        try:
-            _, args = common.parse_args(argv, Config, QUICK, __doc__)
-            report_only(os.path.abspath(args.out or os.path.join(common.RESULTS_ROOT, NAME)))
-        except ValueError as err:   # raised before anything is written
-            print(f"{NAME}: error: {err}", file=sys.stderr)
-            return 2
-        return 0
-    return common.run_main(argv, NAME, Config, QUICK, __doc__, run)
+    return common.run_main(argv, NAME, Config, QUICK, __doc__, run, report_only=report_only)
 
 
 if __name__ == "__main__":
